@@ -1,0 +1,191 @@
+"""The input schema: the one definition of the 100 raw fields and how their values are read.
+
+Validation in the service, the OpenAPI spec, the training pipeline, the synthetic data
+generator and the tests all read the field lists, levels and parsing rules from here, so
+a change to the client's format is made in one place.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+PROFILE_PATH = ROOT / "data" / "client_data_profile.json"
+EXAMPLES_DIR = ROOT / "examples"
+
+FIELDS: tuple[str, ...] = tuple(f"x{i}" for i in range(100))
+TARGET = "y"
+
+# Day, region, month, gender: the levels the client's data uses.  Matching ignores case and
+# surrounding spaces; the spelling below is the canonical one used in feature names.
+CATEGORICAL_LEVELS: dict[str, tuple[str, ...]] = {
+    "x5": ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+    "x31": ("america", "asia", "germany", "japan"),
+    "x81": ("January", "February", "March", "April", "May", "June", "July", "August",
+            "September", "October", "November", "December"),
+    "x82": ("Female", "Male"),
+}
+CATEGORICAL_MEANING = {"x5": "day of week", "x31": "region", "x81": "month", "x82": "gender"}
+CATEGORICAL_FIELDS: tuple[str, ...] = tuple(CATEGORICAL_LEVELS)
+
+CURRENCY_FIELD = "x12"
+PERCENT_FIELD = "x63"
+NUMERIC_FIELDS: tuple[str, ...] = tuple(f for f in FIELDS if f not in CATEGORICAL_LEVELS)
+
+# Raw spellings the client sends, as listed in the published data profile.
+CURRENCY_EXAMPLES = ("$6,882.34", "$6,882.34 ", "$-5,032.58", "($5,032.58)", "$66.55", "3709.93")
+PERCENT_EXAMPLES = ("62.59%", "3.11%", "45.85")
+
+# A value is missing when it is null or one of these strings (any case, spaces ignored).
+MISSING_STRINGS = frozenset({"", "nan", "na"})
+
+# A decimal number, optionally signed, with an optional exponent ("12", "-0.5", ".5", "1e-3").
+NUMBER_PATTERN = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER = re.compile(NUMBER_PATTERN)
+_MISSING = float("nan")
+
+
+class FieldError(ValueError):
+    """A raw value that cannot be read; the message says what was expected."""
+
+
+def is_missing(value: Any) -> bool:
+    """null, a missing marker string, or a float NaN (how a CSV reader hands over an empty cell)."""
+    if isinstance(value, str):
+        return value.strip().lower() in MISSING_STRINGS
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _finite(number: float) -> float:
+    if not math.isfinite(number):
+        raise FieldError("must be a finite number")
+    return number
+
+
+def parse_number_text(text: str) -> float:
+    """A decimal number written as text ("0.137", "-1e-3"); nothing else is a number."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        raise FieldError("expected a number or a numeric string")
+    return _finite(float(text))
+
+
+def parse_number(value: Any) -> float:
+    """A plain numeric field: JSON number, numeric string, or missing (NaN)."""
+    if is_missing(value):
+        return _MISSING
+    if isinstance(value, bool):
+        raise FieldError("expected a number, not a boolean")
+    if isinstance(value, (int, float)):
+        return _finite(float(value))
+    if isinstance(value, str):
+        return parse_number_text(value)
+    raise FieldError("expected a number or a numeric string")
+
+
+def parse_currency(value: Any) -> float:
+    """x12: "$6,882.34", "$-5,032.58", "($5,032.58)" (negative), "3709.93" or a number.
+
+    '$', ',' and spaces are dropped; parentheses around the amount or a minus sign make it
+    negative (both at once is rejected as ambiguous).
+    """
+    if not isinstance(value, str) or is_missing(value):
+        return parse_number(value)
+    text = value.strip()
+    negative = text.startswith("(") and text.endswith(")")
+    if negative:
+        text = text[1:-1]
+    text = text.replace("$", "").replace(",", "").replace(" ", "")
+    if negative and text.startswith(("-", "+")):
+        raise FieldError("expected a currency amount such as \"$6,882.34\" or \"($5,032.58)\"")
+    try:
+        number = parse_number_text(text)
+    except FieldError:
+        raise FieldError("expected a currency amount such as \"$6,882.34\" or \"($5,032.58)\"") from None
+    return -number if negative else number
+
+
+def parse_percent(value: Any) -> float:
+    """x63: "62.59%", "45.85" or a number, all on the 0-100 scale."""
+    if not isinstance(value, str) or is_missing(value):
+        return parse_number(value)
+    text = value.strip()
+    if text.endswith("%"):
+        text = text[:-1]
+    try:
+        return parse_number_text(text)
+    except FieldError:
+        raise FieldError("expected a percentage such as \"62.59%\" or \"45.85\"") from None
+
+
+_LEVEL_LOOKUP: dict[str, dict[str, str]] = {
+    field: {level.lower(): level for level in levels} for field, levels in CATEGORICAL_LEVELS.items()
+}
+
+
+def parse_level(field: str, value: Any) -> str | None:
+    """A categorical value as its canonical level, or None when missing."""
+    if is_missing(value):
+        return None
+    if isinstance(value, str):
+        level = _LEVEL_LOOKUP[field].get(value.strip().lower())
+        if level is not None:
+            return level
+    raise FieldError("expected one of " + ", ".join(CATEGORICAL_LEVELS[field]))
+
+
+def numeric_parser(field: str):
+    """The reader for a numeric field: currency and percentage fields have their own."""
+    return {CURRENCY_FIELD: parse_currency, PERCENT_FIELD: parse_percent}.get(field, parse_number)
+
+
+def dummy_columns(field: str) -> list[str]:
+    """One-hot columns of a categorical field, as trained: the alphabetically first level is the
+    dropped reference, and a `<field>_nan` column marks a missing value."""
+    levels = sorted(CATEGORICAL_LEVELS[field])
+    return [f"{field}_{level}" for level in levels[1:]] + [f"{field}_nan"]
+
+
+def all_model_columns() -> list[str]:
+    """Every candidate model input: the 96 scaled numeric fields, then the dummies."""
+    return list(NUMERIC_FIELDS) + [c for f in CATEGORICAL_FIELDS for c in dummy_columns(f)]
+
+
+def split_dummy(column: str) -> tuple[str, str | None] | None:
+    """("x5", "monday") for "x5_monday", ("x31", None) for "x31_nan", None for a numeric column."""
+    field, sep, level = column.partition("_")
+    if not sep or field not in CATEGORICAL_LEVELS:
+        return None
+    return field, (None if level == "nan" else level)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The client's published data profile (data/client_data_profile.json)."""
+
+    raw: dict
+
+    @classmethod
+    def load(cls, path: Path = PROFILE_PATH) -> "Profile":
+        return cls(json.loads(Path(path).read_text()))
+
+    @property
+    def numeric_stats(self) -> dict[str, dict[str, float]]:
+        return self.raw["numeric_fields"]
+
+    @property
+    def coefficients(self) -> dict[str, dict[str, float]]:
+        return self.raw["published_model"]["coefficients"]
+
+    @property
+    def auc(self) -> float:
+        return float(self.raw["published_model"]["auc"]["test"])
+
+
+def load_example(name: str) -> Any:
+    """The user's example payloads ("single" or "batch"), as shipped in examples/."""
+    return json.loads((EXAMPLES_DIR / f"{name}.json").read_text())
