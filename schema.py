@@ -41,12 +41,21 @@ CURRENCY_EXAMPLES = ("$6,882.34", "$6,882.34 ", "$-5,032.58", "($5,032.58)", "$6
 PERCENT_EXAMPLES = ("62.59%", "3.11%", "45.85")
 
 # A value is missing when it is null or one of these strings (any case, spaces ignored).
-MISSING_STRINGS = frozenset({"", "nan", "na"})
+# "null" and a signed "nan" are included because JSON decoders commonly read them as missing.
+MISSING_STRINGS = frozenset({"", "nan", "na", "null", "-nan", "+nan"})
 
 # A decimal number, optionally signed, with an optional exponent ("12", "-0.5", ".5", "1e-3").
-NUMBER_PATTERN = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_NUMBER = re.compile(NUMBER_PATTERN)
+UNSIGNED_PATTERN = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+NUMBER_PATTERN = r"[+-]?" + UNSIGNED_PATTERN
+_NUMBER = re.compile(r"\s*(" + NUMBER_PATTERN + r")\s*")
+_PERCENT = re.compile(r"\s*(" + NUMBER_PATTERN + r")\s*%?\s*")
+# After '$', ',' and spaces are dropped: "(5032.58)" is negative, so is "-5032.58".
+_CURRENCY = re.compile(r"\s*(?:\((?P<paren>" + UNSIGNED_PATTERN + r")\)|(?P<plain>" + NUMBER_PATTERN + r"))\s*")
 _MISSING = float("nan")
+
+# The parsers below try the well-formed spelling first (one regular expression) and look at
+# the rarer cases, missing markers and errors, only when that fails: they run once per value
+# on the request path.
 
 
 class FieldError(ValueError):
@@ -66,25 +75,37 @@ def _finite(number: float) -> float:
     return number
 
 
+def _not_text(value: Any) -> float:
+    """A JSON value that is not a string: a finite number, or missing."""
+    if is_missing(value):
+        return _MISSING
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FieldError("expected a number or a numeric string" if not isinstance(value, bool)
+                         else "expected a number, not a boolean")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise FieldError("must be a finite number") from None
+    return _finite(number)
+
+
+def _text(value: str, pattern: re.Pattern, message: str) -> float:
+    match = pattern.fullmatch(value)
+    if match:
+        return _finite(float(match.group(1)))
+    if is_missing(value):
+        return _MISSING
+    raise FieldError(message)
+
+
 def parse_number_text(text: str) -> float:
     """A decimal number written as text ("0.137", "-1e-3"); nothing else is a number."""
-    text = text.strip()
-    if not _NUMBER.fullmatch(text):
-        raise FieldError("expected a number or a numeric string")
-    return _finite(float(text))
+    return _text(text, _NUMBER, "expected a number or a numeric string")
 
 
 def parse_number(value: Any) -> float:
     """A plain numeric field: JSON number, numeric string, or missing (NaN)."""
-    if is_missing(value):
-        return _MISSING
-    if isinstance(value, bool):
-        raise FieldError("expected a number, not a boolean")
-    if isinstance(value, (int, float)):
-        return _finite(float(value))
-    if isinstance(value, str):
-        return parse_number_text(value)
-    raise FieldError("expected a number or a numeric string")
+    return parse_number_text(value) if isinstance(value, str) else _not_text(value)
 
 
 def parse_currency(value: Any) -> float:
@@ -93,33 +114,23 @@ def parse_currency(value: Any) -> float:
     '$', ',' and spaces are dropped; parentheses around the amount or a minus sign make it
     negative (both at once is rejected as ambiguous).
     """
-    if not isinstance(value, str) or is_missing(value):
-        return parse_number(value)
-    text = value.strip()
-    negative = text.startswith("(") and text.endswith(")")
-    if negative:
-        text = text[1:-1]
-    text = text.replace("$", "").replace(",", "").replace(" ", "")
-    if negative and text.startswith(("-", "+")):
-        raise FieldError("expected a currency amount such as \"$6,882.34\" or \"($5,032.58)\"")
-    try:
-        number = parse_number_text(text)
-    except FieldError:
-        raise FieldError("expected a currency amount such as \"$6,882.34\" or \"($5,032.58)\"") from None
-    return -number if negative else number
+    if not isinstance(value, str):
+        return _not_text(value)
+    match = _CURRENCY.fullmatch(value.replace("$", "").replace(",", "").replace(" ", ""))
+    if match:
+        if match["paren"] is not None:
+            return -_finite(float(match["paren"]))
+        return _finite(float(match["plain"]))
+    if is_missing(value):
+        return _MISSING
+    raise FieldError("expected a currency amount such as \"$6,882.34\" or \"($5,032.58)\"")
 
 
 def parse_percent(value: Any) -> float:
     """x63: "62.59%", "45.85" or a number, all on the 0-100 scale."""
-    if not isinstance(value, str) or is_missing(value):
-        return parse_number(value)
-    text = value.strip()
-    if text.endswith("%"):
-        text = text[:-1]
-    try:
-        return parse_number_text(text)
-    except FieldError:
-        raise FieldError("expected a percentage such as \"62.59%\" or \"45.85\"") from None
+    if not isinstance(value, str):
+        return _not_text(value)
+    return _text(value, _PERCENT, "expected a percentage such as \"62.59%\" or \"45.85\"")
 
 
 _LEVEL_LOOKUP: dict[str, dict[str, str]] = {

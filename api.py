@@ -1,0 +1,178 @@
+"""The HTTP service: routes, error handling and the Swagger UI around model_utils.
+
+    create_app(config)  -> a Flask app (tests build their own with other settings)
+    app                 -> the app gunicorn serves, configured from the environment
+
+Every response an HTTP client can provoke is JSON; errors are RFC 9457 problem details and
+never carry a stack trace or a server path.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import msgspec
+import swagger_ui_bundle
+from flasgger import Swagger
+from flask import Flask, Response, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+import openapi
+from decoding import RequestError
+from model_utils import ArtifactError, Model, load_model
+from schema import ROOT, load_example
+
+log = logging.getLogger("api")
+PROBLEM_TYPE = "urn:ad-purchase-api:problem:"
+JSON_TYPES = ("application/json",)
+
+
+@dataclass
+class Settings:
+    """Service settings; each can come from the environment variable of the same name."""
+
+    MODEL_DIR: str = str(ROOT / "objs")
+    MAX_BATCH_ROWS: int = 10_000
+    MAX_CONTENT_LENGTH: int = 64 * 1024 * 1024   # bytes; a 10,000-row batch is about 20 MB
+
+    @classmethod
+    def from_env(cls, overrides: dict | None = None) -> "Settings":
+        values = {}
+        for item in fields(cls):
+            raw = (overrides or {}).get(item.name, os.environ.get(item.name))
+            if raw is not None:
+                try:
+                    values[item.name] = int(raw) if item.type == "int" else str(raw)
+                except ValueError:
+                    raise SystemExit(f"configuration error: {item.name}={raw!r} is not a whole number") from None
+        return cls(**values)
+
+
+def problem(status: int, title: str, detail: str, slug: str | None = None, **extra) -> Response:
+    body = {"type": PROBLEM_TYPE + slug if slug else "about:blank", "title": title, "status": status,
+            "detail": detail, **extra}
+    return Response(msgspec.json.encode(body), status=status, mimetype="application/problem+json")
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(body), status=status, mimetype="application/json")
+
+
+def create_app(config: dict | None = None) -> Flask:
+    settings = Settings.from_env(config)
+    model_dir = Path(settings.MODEL_DIR)
+    if not model_dir.is_dir():
+        # Nothing to serve at all: stop at start with a clear message rather than run unready.
+        raise SystemExit(f"MODEL_DIR {model_dir} does not exist; train a model with train.py or set MODEL_DIR")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_CONTENT_LENGTH
+    app.config["SETTINGS"] = settings
+    model: Model | None = None
+    load_error = ""
+    try:
+        model = load_model(model_dir, max_rows=settings.MAX_BATCH_ROWS)
+    except ArtifactError as exc:
+        load_error = str(exc)
+        log.error("model not loaded, the service stays unready: %s", exc)
+    app.extensions["model"] = model
+
+    @app.post("/predict")
+    def predict() -> Response:
+        if request.mimetype not in JSON_TYPES:
+            return problem(415, "Unsupported media type",
+                           f"Send the records as application/json (got {request.mimetype or 'no Content-Type'}).",
+                           "unsupported-media-type")
+        if model is None:
+            return problem(503, "Model not loaded", "The service has no verified model to score with.",
+                           "not-ready")
+        body = request.get_data(cache=False)
+        try:
+            return Response(model.predict_body(body), mimetype="application/json")
+        except RequestError as exc:
+            extra = {"errors": exc.errors, "total_errors": exc.total_errors} if exc.errors else {}
+            return problem(exc.status, exc.title, exc.detail, exc.title.lower().replace(" ", "-"), **extra)
+
+    @app.get("/health")
+    def health() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/ready")
+    def ready() -> Response:
+        if model is None:
+            return problem(503, "Not ready", f"Model not loaded: {_public(load_error)}", "not-ready")
+        return _json({"status": "ready", "model": model.name, "version": model.version})
+
+    @app.get("/model")
+    def model_info() -> Response:
+        if model is None:
+            return problem(503, "Model not loaded", "The service has no verified model.", "not-ready")
+        meta = model.metadata
+        return _json({key: meta[key] for key in (
+            "model_name", "model_version", "trained_at", "training_data", "rows", "class_balance",
+            "features", "coefficients", "cutoff", "cutoff_percentile", "auc", "library_versions", "artifacts")})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        response = problem(exc.code or 500, exc.name, exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "Internal Server Error", "The request could not be processed.")
+
+    _add_swagger(app, model, settings)
+    return app
+
+
+def _public(message: str) -> str:
+    """An error message without the server's folder layout."""
+    return message.replace(str(ROOT) + os.sep, "")
+
+
+def _add_swagger(app: Flask, model: Model | None, settings: Settings) -> None:
+    """Flasgger's UI page, fed our OpenAPI document and a current Swagger UI build."""
+    examples = {}
+    features: list[str] = list(model.features) if model else []
+    if model is not None:
+        for name in ("single", "batch"):
+            body = msgspec.json.encode(load_example(name))
+            examples[name] = msgspec.json.decode(model.predict_body(body))
+    spec = openapi.build_spec(features, settings.MAX_BATCH_ROWS, examples)
+
+    assets = swagger_ui_bundle.swagger_ui_path
+
+    @app.get("/apidocs/ui/<path:filename>")
+    def swagger_assets(filename: str) -> Response:
+        return send_from_directory(assets, filename, max_age=3600)
+
+    Swagger(app, template=spec, config={
+        "headers": [],
+        "specs": [{"endpoint": "apispec", "route": "/apispec.json", "rule_filter": lambda rule: False,
+                   "model_filter": lambda tag: False}],
+        "specs_route": "/apidocs/",
+        "static_url_path": "/flasgger_static",
+        "openapi": "3.0.3",
+        "title": "Ad purchase propensity API",
+        "swagger_ui_bundle_js": "/apidocs/ui/swagger-ui-bundle.js",
+        "swagger_ui_standalone_preset_js": "/apidocs/ui/swagger-ui-standalone-preset.js",
+        "swagger_ui_css": "/apidocs/ui/swagger-ui.css",
+        "favicon": "/apidocs/ui/favicon-32x32.png",
+        "hide_top_bar": True,
+        "auth": {},   # the page's script renders this as a JavaScript literal; None would not parse
+    })
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+_configure_logging()
+app = create_app()

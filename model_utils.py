@@ -1,0 +1,172 @@
+"""Loading the trained artifacts and scoring validated rows with them.
+
+Artifacts are checked against the SHA-256 sums in metadata.json before anything is
+unpickled, then reduced to plain numpy parameters: the imputer's means, the scaler's means
+and scales, the Logit's coefficients.  Scoring applies exactly those fitted numbers to a
+whole batch at once; nothing is refitted and no DataFrame is built per request.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+from statsmodels.iolib.smpickle import load_pickle
+
+from decoding import Batch, RequestDecoder
+from schema import CATEGORICAL_LEVELS, NUMERIC_FIELDS, split_dummy
+from artifacts import (ARTIFACT_FILES, IMPUTER_FILE, METADATA_FILE, MODEL_FILE, SCALER_FILE,
+                       VARIABLES_FILE, sha256)
+
+log = logging.getLogger(__name__)
+
+
+# What serving reads from metadata.json: the names, the cutoff, and the facts GET /model reports.
+REQUIRED_METADATA = ("model_name", "model_version", "trained_at", "training_data", "rows", "class_balance",
+                     "features", "coefficients", "cutoff", "cutoff_percentile", "auc", "library_versions",
+                     "artifacts")
+
+
+class ArtifactError(RuntimeError):
+    """The model folder cannot be served; the message names the file and the reason."""
+
+
+def _verify(model_dir: Path) -> dict:
+    """metadata.json, after checking every artifact's SHA-256 against it."""
+    meta_path = model_dir / METADATA_FILE
+    if not model_dir.is_dir():
+        raise ArtifactError(f"model folder {model_dir} does not exist")
+    if not meta_path.is_file():
+        raise ArtifactError(f"{meta_path} is missing")
+    try:
+        metadata = json.loads(meta_path.read_text())
+        expected = metadata["artifacts"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{meta_path} is not valid model metadata ({exc})") from None
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing or not isinstance(expected, dict):
+        raise ArtifactError(f"{meta_path} is not valid model metadata "
+                            f"({'missing ' + ', '.join(missing) if missing else 'artifacts is not an object'})")
+    cutoff = metadata["cutoff"]
+    if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 <= cutoff <= 1:
+        raise ArtifactError(f"{meta_path} is not valid model metadata (cutoff {cutoff!r} is not a probability)")
+    for name in ARTIFACT_FILES:
+        path = model_dir / name
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing")
+        actual = sha256(path)
+        if actual != expected.get(name):
+            raise ArtifactError(f"{path} does not match its SHA-256 in {METADATA_FILE} "
+                                f"(expected {expected.get(name)}, found {actual}); refusing to load it")
+    return metadata
+
+
+def _unpickle(path: Path):
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+@dataclass(frozen=True)
+class Scores:
+    inputs: np.ndarray          # rows x features, as fed to the model
+    phat: np.ndarray
+    outcome: np.ndarray         # 0/1
+
+
+@dataclass
+class Model:
+    """The served model: fitted parameters as arrays, and how to turn a Batch into inputs."""
+
+    metadata: dict
+    features: tuple[str, ...]
+    coef: np.ndarray
+    cutoff: float
+    numeric_inputs: list[tuple[int, str, float, float, float]]   # column, field, fill, mean, scale
+    dummy_inputs: list[tuple[int, str, int]]                      # column, field, level code (-1 = missing)
+    decoder: RequestDecoder = field(repr=False)
+    _result_type: type = field(repr=False, default=None)
+
+    @property
+    def name(self) -> str:
+        return self.metadata["model_name"]
+
+    @property
+    def version(self) -> str:
+        return self.metadata["model_version"]
+
+    def inputs(self, batch: Batch) -> np.ndarray:
+        """Mean-impute and scale with the fitted numbers, one-hot with the trained levels."""
+        matrix = np.empty((batch.rows, len(self.features)))
+        for column, name, fill, mean, scale in self.numeric_inputs:
+            values = batch.numeric[name]
+            matrix[:, column] = (np.where(np.isnan(values), fill, values) - mean) / scale
+        for column, name, code in self.dummy_inputs:
+            matrix[:, column] = batch.codes[name] == code
+        return matrix
+
+    def score(self, batch: Batch) -> Scores:
+        inputs = self.inputs(batch)
+        # Sum the terms column by column rather than with a matrix product, whose rounding can
+        # change with the number of rows: a record scores the same alone as inside any batch.
+        logit = np.zeros(batch.rows)
+        for column, weight in enumerate(self.coef):
+            logit += inputs[:, column] * weight
+        phat = 1.0 / (1.0 + np.exp(-logit))   # the Logit's own link function
+        return Scores(inputs, phat, (phat >= self.cutoff).astype(np.int64))
+
+    def result_records(self, scores: Scores) -> list:
+        """One record per row with business_outcome, phat and the inputs, keys in alphabetical order."""
+        columns = {"business_outcome": scores.outcome.tolist(), "phat": scores.phat.tolist()}
+        columns.update({name: scores.inputs[:, i].tolist() for i, name in enumerate(self.features)})
+        ordered = [columns[name] for name in self.result_fields]
+        return [self._result_type(*values) for values in zip(*ordered)]
+
+    @property
+    def result_fields(self) -> tuple[str, ...]:
+        return tuple(sorted(("business_outcome", "phat", *self.features)))
+
+    def predict_body(self, body: bytes) -> bytes:
+        """Request bytes to response bytes: an object gives an object, an array an array."""
+        batch = self.decoder.decode(body)
+        records = self.result_records(self.score(batch))
+        return msgspec.json.encode(records[0] if batch.single else records)
+
+
+def load_model(model_dir: Path | str, max_rows: int = 10_000) -> Model:
+    """Verify and load a folder written by train.py."""
+    model_dir = Path(model_dir)
+    metadata = _verify(model_dir)
+    try:
+        imputer = _unpickle(model_dir / IMPUTER_FILE)
+        scaler = _unpickle(model_dir / SCALER_FILE)
+        features = tuple(_unpickle(model_dir / VARIABLES_FILE))
+        results = load_pickle(str(model_dir / MODEL_FILE))
+        params = results.params
+        coef = np.array([params[name] for name in features], dtype=float)
+    except Exception as exc:  # a verified file that still does not load is a broken training run
+        raise ArtifactError(f"artifacts in {model_dir} could not be loaded: {exc}") from None
+
+    position = {name: i for i, name in enumerate(NUMERIC_FIELDS)}
+    numeric_inputs, dummy_inputs = [], []
+    for column, name in enumerate(features):
+        dummy = split_dummy(name)
+        if dummy is None:
+            i = position[name]
+            numeric_inputs.append((column, name, float(imputer.statistics_[i]),
+                                   float(scaler.mean_[i]), float(scaler.scale_[i])))
+        else:
+            field_name, level = dummy
+            code = -1 if level is None else CATEGORICAL_LEVELS[field_name].index(level)
+            dummy_inputs.append((column, field_name, code))
+
+    decoder = RequestDecoder([n for _, n, *_ in numeric_inputs], max_rows)
+    model = Model(metadata, features, coef, float(metadata["cutoff"]), numeric_inputs, dummy_inputs, decoder)
+    model._result_type = msgspec.defstruct(
+        "Result", [(name, int if name == "business_outcome" else float) for name in model.result_fields],
+        gc=False)
+    log.info("loaded model %s %s from %s", model.name, model.version, model_dir)
+    return model

@@ -1,0 +1,117 @@
+"""The OpenAPI 3 document shown at /apidocs, built from the same schema the validator uses.
+
+Field types, spellings and levels come from schema.py; request examples are the user's own
+payloads from examples/; response examples are those payloads scored by the loaded model,
+so what the page shows is what the service answers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from schema import (CATEGORICAL_LEVELS, CATEGORICAL_MEANING, CURRENCY_EXAMPLES, CURRENCY_FIELD, FIELDS,
+                    NUMBER_PATTERN, PERCENT_EXAMPLES, PERCENT_FIELD, load_example)
+
+API_VERSION = "1.0.0"
+_MISSING_TEXT = 'null, "" or "nan"/"NA" in any case mean missing'
+# JSON Schema patterns have no case-insensitive flag; spell the missing markers out.
+_NUMERIC_TEXT = rf"^\s*({NUMBER_PATTERN}|[nN][aA][nN]?)?\s*$"
+
+
+def _field_schema(name: str) -> dict:
+    if name in CATEGORICAL_LEVELS:
+        levels = CATEGORICAL_LEVELS[name]
+        return {"type": "string", "nullable": True, "enum": [*levels, "nan", None],
+                "description": f"{CATEGORICAL_MEANING[name]}: one of {', '.join(levels)} "
+                               f"(case and surrounding spaces ignored); {_MISSING_TEXT}",
+                "example": levels[0]}
+    if name == CURRENCY_FIELD:
+        return {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}],
+                "description": "currency amount: " + ", ".join(f'"{e}"' for e in CURRENCY_EXAMPLES)
+                               + f" or a number; parentheses or a minus sign mean negative; {_MISSING_TEXT}",
+                "example": CURRENCY_EXAMPLES[0]}
+    if name == PERCENT_FIELD:
+        return {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}],
+                "description": "percentage on the 0-100 scale: " + ", ".join(f'"{e}"' for e in PERCENT_EXAMPLES)
+                               + f" or a number; {_MISSING_TEXT}",
+                "example": PERCENT_EXAMPLES[0]}
+    return {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string", "pattern": _NUMERIC_TEXT}],
+            "description": f"finite number or numeric string; {_MISSING_TEXT}", "example": "0.137"}
+
+
+def _problem(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] | None = None) -> dict:
+    """The whole document; `features` are the model's inputs, echoed in every result."""
+    result = {
+        "type": "object",
+        "required": ["business_outcome", "phat", *features],
+        "additionalProperties": False,
+        "properties": {
+            "business_outcome": {"type": "integer", "enum": [0, 1],
+                                 "description": "1 when phat is at or above the model's cutoff"},
+            "phat": {"type": "number", "minimum": 0, "maximum": 1, "description": "predicted purchase probability"},
+            **{f: {"type": "number", "description": "model input as fed to the model"} for f in features},
+        },
+    }
+    examples_out = examples_out or {}
+    single, batch = load_example("single"), load_example("batch")
+    record_ref = {"$ref": "#/components/schemas/Record"}
+    result_ref = {"$ref": "#/components/schemas/Result"}
+    json_response = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Ad purchase propensity API", "version": API_VERSION,
+                 "description": "Scores customers with the purchase-propensity model. Send one record "
+                                "(an object) or a batch (an array of objects) with the raw fields x0..x99."},
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Score one record or a batch",
+                "description": f"An object gives one result object; an array of 1 to {max_rows} objects gives "
+                               "an array of results in the same order. One invalid row fails the whole "
+                               "request and the error lists every problem (row is the 0-based array index).",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"oneOf": [record_ref, {"type": "array", "items": record_ref,
+                                                      "minItems": 1, "maxItems": max_rows}]},
+                    "examples": {"single": {"summary": "one record", "value": single},
+                                 "batch": {"summary": "a batch of four records", "value": batch}},
+                }}},
+                "responses": {
+                    "200": {"description": "Scores, keys in alphabetical order",
+                            "content": {"application/json": {
+                                "schema": {"oneOf": [result_ref, {"type": "array", "items": result_ref}]},
+                                **({"examples": {k: {"value": v} for k, v in examples_out.items()}}
+                                   if examples_out else {})}}},
+                    "400": _problem("Malformed JSON, or a body that is not an object or a non-empty array of objects"),
+                    "413": _problem(f"More than {max_rows} records, or a body over the size limit"),
+                    "415": _problem("Content-Type is not application/json"),
+                    "422": _problem("Field values that cannot be used; `errors` lists row, field, value, message"),
+                    "503": _problem("The model is not loaded"),
+                },
+            }},
+            "/health": {"get": {"summary": "Liveness: the process answers",
+                                "responses": {"200": {"description": "up", "content": json_response}}}},
+            "/ready": {"get": {"summary": "Readiness: artifacts loaded and verified",
+                               "responses": {"200": {"description": "ready", "content": json_response},
+                                             "503": _problem("not ready")}}},
+            "/model": {"get": {"summary": "The served model: version, features, coefficients, cutoff, AUC, checksums",
+                               "responses": {"200": {"description": "model facts", "content": json_response},
+                                             "503": _problem("The model is not loaded")}}},
+        },
+        "components": {"schemas": {
+            "Record": {"type": "object", "required": list(FIELDS),
+                       "properties": {f: _field_schema(f) for f in FIELDS},
+                       "description": "One customer's raw fields. Keys beyond x0..x99 are ignored."},
+            "Result": result,
+            "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "errors": {"type": "array", "items": {"type": "object", "properties": {
+                    "row": {"type": "integer"}, "field": {"type": "string"},
+                    "value": {"nullable": True}, "message": {"type": "string"}}}},
+                "total_errors": {"type": "integer"},
+            }},
+        }},
+    }
