@@ -1,0 +1,29 @@
+# The prediction service image: gunicorn serving api:app on port 1313 as a non-root user.
+# Build stage: install the pinned requirements into a virtual environment.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/requirements.txt
+
+# Final stage: the venv, the service modules and the model artifacts; no build tools.
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PORT=1313 \
+    MODEL_DIR=/app/objs
+RUN groupadd --gid 10001 app \
+ && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY api.py artifacts.py decoding.py model_utils.py openapi.py schema.py gunicorn.conf.py ./
+COPY data/ data/
+COPY examples/ examples/
+COPY templates/ templates/
+COPY objs/ objs/
+USER 10001:10001
+EXPOSE 1313
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '1313'), timeout=2)"]
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "api:app"]
