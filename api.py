@@ -1,32 +1,50 @@
-"""The HTTP service: routes, error handling and the Swagger UI around model_utils.
+"""The HTTP service: routes, error handling, monitoring hooks and the Swagger UI around model_utils.
 
     create_app(config)  -> a Flask app (tests build their own with other settings)
     app                 -> the app gunicorn serves, configured from the environment
 
-Every response an HTTP client can provoke is JSON; errors are RFC 9457 problem details and
-never carry a stack trace or a server path.
+Every response an HTTP client can provoke is JSON (or CSV when asked for); errors are RFC 9457
+problem details carrying the request id, never a stack trace or a server path.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
+import time
 from dataclasses import dataclass, fields
+from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
 import swagger_ui_bundle
 from flasgger import Swagger
-from flask import Flask, Response, request, send_from_directory
+from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 import openapi
 from decoding import RequestError
 from model_utils import ArtifactError, Model, load_model
+from observability import DriftProfile, Observability, request_id
 from schema import ROOT, load_example
 
 log = logging.getLogger("api")
+access_log = logging.getLogger("api.access")
 PROBLEM_TYPE = "urn:ad-purchase-api:problem:"
-JSON_TYPES = ("application/json",)
+TRUE_WORDS = ("1", "true", "yes")
+
+# Sent with every response.  The API answers JSON only, so it forbids everything a page could
+# do; the Swagger UI page needs its own scripts and styles (and Swagger UI's inline bootstrap).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; frame-ancestors 'none'")
 
 
 @dataclass
@@ -36,6 +54,7 @@ class Settings:
     MODEL_DIR: str = str(ROOT / "objs")
     MAX_BATCH_ROWS: int = 10_000
     MAX_CONTENT_LENGTH: int = 64 * 1024 * 1024   # bytes; a 10,000-row batch is about 20 MB
+    DRIFT_FLUSH_SECONDS: int = 5
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "Settings":
@@ -53,6 +72,8 @@ class Settings:
 def problem(status: int, title: str, detail: str, slug: str | None = None, **extra) -> Response:
     body = {"type": PROBLEM_TYPE + slug if slug else "about:blank", "title": title, "status": status,
             "detail": detail, **extra}
+    if "request_id" in g:
+        body["request_id"] = g.request_id
     return Response(msgspec.json.encode(body), status=status, mimetype="application/problem+json")
 
 
@@ -78,22 +99,55 @@ def create_app(config: dict | None = None) -> Flask:
         load_error = str(exc)
         log.error("model not loaded, the service stays unready: %s", exc)
     app.extensions["model"] = model
+    monitor = Observability(model.name if model else "none", model.version if model else "none",
+                            DriftProfile(model.metadata) if model else None, settings.DRIFT_FLUSH_SECONDS)
+    app.extensions["observability"] = monitor
+
+    @app.before_request
+    def start_request() -> None:
+        g.request_id = request_id(request.headers.get("X-Request-ID"))
+        g.started = time.perf_counter()
+        g.rows = 0
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["Content-Security-Policy"] = DOCS_CSP if route.startswith("/apidocs") else API_CSP
+        if route == "/predict":
+            response.headers["Cache-Control"] = "no-store"
+        monitor.observe_request(route, request.method, response.status_code, seconds)
+        access_log.info(json.dumps({
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "request_id": g.get("request_id"), "method": request.method, "route": route,
+            "path": request.path, "status": response.status_code, "rows": g.get("rows", 0),
+            "latency_ms": round(seconds * 1000, 3)}))
+        return response
 
     @app.post("/predict")
     def predict() -> Response:
-        if request.mimetype not in JSON_TYPES:
+        if request.mimetype != "application/json":
             return problem(415, "Unsupported media type",
                            f"Send the records as application/json (got {request.mimetype or 'no Content-Type'}).",
                            "unsupported-media-type")
         if model is None:
             return problem(503, "Model not loaded", "The service has no verified model to score with.",
                            "not-ready")
+        explain = request.args.get("explain", "").lower() in TRUE_WORDS
         body = request.get_data(cache=False)
         try:
-            return Response(model.predict_body(body), mimetype="application/json")
+            batch = model.decoder.decode(body)
         except RequestError as exc:
+            monitor.observe_invalid(exc.errors)
             extra = {"errors": exc.errors, "total_errors": exc.total_errors} if exc.errors else {}
             return problem(exc.status, exc.title, exc.detail, exc.title.lower().replace(" ", "-"), **extra)
+        scores = model.score(batch)
+        g.rows = batch.rows
+        monitor.observe_scores(batch, scores.phat, scores.outcome,
+                               lambda rows: model.decoder.numeric_rows(batch, rows))
+        return Response(model.encode(batch, scores, explain), mimetype="application/json")
 
     @app.get("/health")
     def health() -> Response:
@@ -114,6 +168,16 @@ def create_app(config: dict | None = None) -> Flask:
             "model_name", "model_version", "trained_at", "training_data", "rows", "class_balance",
             "features", "coefficients", "cutoff", "cutoff_percentile", "auc", "library_versions", "artifacts")})
 
+    @app.get("/model/drift")
+    def model_drift() -> Response:
+        if model is None:
+            return problem(503, "Model not loaded", "The service has no verified model.", "not-ready")
+        return _json(monitor.drift_report())
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(monitor.exposition(), mimetype="text/plain", headers={"Cache-Control": "no-store"})
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         response = problem(exc.code or 500, exc.name, exc.description or exc.name)
@@ -123,7 +187,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, g.get("request_id"))
         return problem(500, "Internal Server Error", "The request could not be processed.")
 
     _add_swagger(app, model, settings)
@@ -143,6 +207,8 @@ def _add_swagger(app: Flask, model: Model | None, settings: Settings) -> None:
         for name in ("single", "batch"):
             body = msgspec.json.encode(load_example(name))
             examples[name] = msgspec.json.decode(model.predict_body(body))
+        examples["explained"] = msgspec.json.decode(
+            model.predict_body(msgspec.json.encode(load_example("single")), explain=True))
     spec = openapi.build_spec(features, settings.MAX_BATCH_ROWS, examples)
 
     assets = swagger_ui_bundle.swagger_ui_path
@@ -164,14 +230,20 @@ def _add_swagger(app: Flask, model: Model | None, settings: Settings) -> None:
         "swagger_ui_css": "/apidocs/ui/swagger-ui.css",
         "favicon": "/apidocs/ui/favicon-32x32.png",
         "hide_top_bar": True,
-        "auth": {},   # the page's script renders this as a JavaScript literal; None would not parse
     })
 
 
 def _configure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Plain lines for the service's own messages; the access log lines are JSON objects."""
+    if logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), handlers=[handler])
+    access = logging.StreamHandler(sys.stdout)
+    access.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(access)
+    access_log.propagate = False
 
 
 _configure_logging()

@@ -51,6 +51,7 @@ class Batch:
     single: bool                       # the body was one object, not an array
     numeric: dict[str, np.ndarray]
     codes: dict[str, np.ndarray]
+    records: list | None = None        # the decoded records, kept by the fast path for sampling
 
 
 def _record_type() -> type:
@@ -76,6 +77,8 @@ class RequestDecoder:
         self._plain = tuple(f for f in self.numeric_fields if f not in _TEXT_FIELDS)
         self._getter_fields = (*self._plain, *_TEXT_FIELDS)
         self._getter = operator.attrgetter(*self._getter_fields)
+        self._all_numeric_getter = operator.attrgetter(*NUMERIC_FIELDS)
+        self._text_numeric_columns = [NUMERIC_FIELDS.index(f) for f in (CURRENCY_FIELD, PERCENT_FIELD)]
 
     def decode(self, body: bytes) -> Batch:
         try:
@@ -106,7 +109,7 @@ class RequestDecoder:
             if field in self.numeric_fields:
                 numeric[field] = parsed
         codes = {f: self._fast_codes(f, values[f]) for f in CATEGORICAL_FIELDS}
-        return Batch(len(records), single, {f: numeric[f] for f in self.numeric_fields}, codes)
+        return Batch(len(records), single, {f: numeric[f] for f in self.numeric_fields}, codes, records)
 
     @staticmethod
     def _fast_codes(field: str, values: Iterable[str | None]) -> np.ndarray:
@@ -150,7 +153,7 @@ class RequestDecoder:
 
         errors: list[dict] = []
         total = 0
-        numeric = {f: np.empty(len(records)) for f in self.numeric_fields}
+        numeric = {f: np.empty(len(records)) for f in NUMERIC_FIELDS}  # all: it parses them anyway
         codes = {f: np.empty(len(records), dtype=np.int8) for f in CATEGORICAL_FIELDS}
         for row, record in enumerate(records):
             for field in FIELDS:
@@ -179,9 +182,18 @@ class RequestDecoder:
             level = parse_level(field, value)
             codes[field][row] = -1 if level is None else _LEVEL_CODES[field][level]
         else:
-            number = numeric_parser(field)(value)
-            if field in numeric:
-                numeric[field][row] = number
+            numeric[field][row] = numeric_parser(field)(value)
+
+    def numeric_rows(self, batch: Batch, rows: np.ndarray) -> np.ndarray:
+        """All 96 numeric fields of the given rows (rows x 96, NaN where missing), for monitoring."""
+        if batch.records is None:     # the careful path parsed every field already
+            return np.column_stack([batch.numeric[f][rows] for f in NUMERIC_FIELDS])
+        picked = [batch.records[i] for i in rows]
+        matrix = np.array([self._all_numeric_getter(r) for r in picked], dtype=object)
+        for column in self._text_numeric_columns:
+            parser = numeric_parser(NUMERIC_FIELDS[column])
+            matrix[:, column] = [parser(v) for v in matrix[:, column]]
+        return matrix.astype(float)
 
     def _check_count(self, rows: int) -> None:
         if rows > self.max_rows:

@@ -89,6 +89,7 @@ class Model:
     dummy_inputs: list[tuple[int, str, int]]                      # column, field, level code (-1 = missing)
     decoder: RequestDecoder = field(repr=False)
     _result_type: type = field(repr=False, default=None)
+    _explained_type: type = field(repr=False, default=None)
 
     @property
     def name(self) -> str:
@@ -118,22 +119,43 @@ class Model:
         phat = 1.0 / (1.0 + np.exp(-logit))   # the Logit's own link function
         return Scores(inputs, phat, (phat >= self.cutoff).astype(np.int64))
 
-    def result_records(self, scores: Scores) -> list:
-        """One record per row with business_outcome, phat and the inputs, keys in alphabetical order."""
+    def result_records(self, scores: Scores, explain: bool = False) -> list:
+        """One record per row with business_outcome, phat and the inputs, keys in alphabetical order;
+        with `explain`, also each input's contribution to the log-odds (coefficient x input)."""
         columns = {"business_outcome": scores.outcome.tolist(), "phat": scores.phat.tolist()}
         columns.update({name: scores.inputs[:, i].tolist() for i, name in enumerate(self.features)})
-        ordered = [columns[name] for name in self.result_fields]
-        return [self._result_type(*values) for values in zip(*ordered)]
+        if explain:
+            contributions = scores.inputs * self.coef + 0.0   # + 0.0 turns -0.0 into 0.0
+            names = sorted(self.features)
+            order = [self.features.index(n) for n in names]
+            columns["contributions"] = [dict(zip(names, row)) for row in contributions[:, order].tolist()]
+            result_type, fields_ = self._explained_type, self.explained_fields
+        else:
+            result_type, fields_ = self._result_type, self.result_fields
+        return [result_type(*values) for values in zip(*(columns[name] for name in fields_))]
 
     @property
     def result_fields(self) -> tuple[str, ...]:
         return tuple(sorted(("business_outcome", "phat", *self.features)))
 
-    def predict_body(self, body: bytes) -> bytes:
-        """Request bytes to response bytes: an object gives an object, an array an array."""
-        batch = self.decoder.decode(body)
-        records = self.result_records(self.score(batch))
+    @property
+    def explained_fields(self) -> tuple[str, ...]:
+        return tuple(sorted(("contributions", *self.result_fields)))
+
+    def encode(self, batch: Batch, scores: Scores, explain: bool = False) -> bytes:
+        """Response bytes: an object for a one-object request, else an array in request order."""
+        records = self.result_records(scores, explain)
         return msgspec.json.encode(records[0] if batch.single else records)
+
+    def predict_body(self, body: bytes, explain: bool = False) -> bytes:
+        """Request bytes to response bytes, the whole scoring path."""
+        batch = self.decoder.decode(body)
+        return self.encode(batch, self.score(batch), explain)
+
+
+def _result_struct(name: str, fields_: tuple[str, ...]) -> type:
+    kinds = {"business_outcome": int, "contributions": dict[str, float]}
+    return msgspec.defstruct(name, [(f, kinds.get(f, float)) for f in fields_], gc=False)
 
 
 def load_model(model_dir: Path | str, max_rows: int = 10_000) -> Model:
@@ -165,8 +187,7 @@ def load_model(model_dir: Path | str, max_rows: int = 10_000) -> Model:
 
     decoder = RequestDecoder([n for _, n, *_ in numeric_inputs], max_rows)
     model = Model(metadata, features, coef, float(metadata["cutoff"]), numeric_inputs, dummy_inputs, decoder)
-    model._result_type = msgspec.defstruct(
-        "Result", [(name, int if name == "business_outcome" else float) for name in model.result_fields],
-        gc=False)
+    model._result_type = _result_struct("Result", model.result_fields)
+    model._explained_type = _result_struct("ExplainedResult", model.explained_fields)
     log.info("loaded model %s %s from %s", model.name, model.version, model_dir)
     return model

@@ -53,6 +53,8 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
             "business_outcome": {"type": "integer", "enum": [0, 1],
                                  "description": "1 when phat is at or above the model's cutoff"},
             "phat": {"type": "number", "minimum": 0, "maximum": 1, "description": "predicted purchase probability"},
+            "contributions": {"type": "object", "additionalProperties": {"type": "number"},
+                              "description": "only with ?explain=true: coefficient x input per feature"},
             **{f: {"type": "number", "description": "model input as fed to the model"} for f in features},
         },
     }
@@ -69,6 +71,10 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
         "paths": {
             "/predict": {"post": {
                 "summary": "Score one record or a batch",
+                "parameters": [{"name": "explain", "in": "query", "required": False,
+                                "schema": {"type": "boolean", "default": False},
+                                "description": "Add `contributions`: each model input's share of the log-odds "
+                                               "(coefficient x input); they sum to logit(phat)."}],
                 "description": f"An object gives one result object; an array of 1 to {max_rows} objects gives "
                                "an array of results in the same order. One invalid row fails the whole "
                                "request and the error lists every problem (row is the 0-based array index).",
@@ -96,6 +102,15 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
             "/ready": {"get": {"summary": "Readiness: artifacts loaded and verified",
                                "responses": {"200": {"description": "ready", "content": json_response},
                                              "503": _problem("not ready")}}},
+            "/model/drift": {"get": {
+                "summary": "Population stability index of every input field against the training profile",
+                "description": "PSI below 0.1: stable; 0.1 to 0.2: watch; above 0.2: alert. Fields with "
+                               "fewer than 100 observed rows report 'insufficient data'.",
+                "responses": {"200": {"description": "drift per field", "content": json_response},
+                              "503": _problem("The model is not loaded")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)",
+                                 "responses": {"200": {"description": "metrics",
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/model": {"get": {"summary": "The served model: version, features, coefficients, cutoff, AUC, checksums",
                                "responses": {"200": {"description": "model facts", "content": json_response},
                                              "503": _problem("The model is not loaded")}}},
@@ -112,6 +127,7 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
                     "row": {"type": "integer"}, "field": {"type": "string"},
                     "value": {"nullable": True}, "message": {"type": "string"}}}},
                 "total_errors": {"type": "integer"},
+                "request_id": {"type": "string"},
             }},
         }},
     }

@@ -1,0 +1,222 @@
+"""What operators watch: Prometheus metrics, input drift against the training profile, request ids.
+
+Metrics work with several gunicorn workers: when PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py
+sets it), every worker writes its counters to files there and /metrics adds them up.
+
+Drift: each worker counts incoming values into the training deciles of every numeric field and
+the training levels of every categorical field, and adds its counts to shared counters every
+DRIFT_FLUSH_SECONDS.  The population stability index (PSI) of a field compares those counts
+with the training shares in metadata.json: below 0.1 the field is stable, 0.1 to 0.2 is worth
+watching, above 0.2 it has shifted.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+
+import numpy as np
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
+                               multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+from decoding import Batch
+from schema import CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, NUMERIC_FIELDS
+
+PSI_WATCH = 0.1
+PSI_ALERT = 0.2
+MIN_DRIFT_ROWS = 100          # fewer rows than this say little; the status is "insufficient data"
+DRIFT_SAMPLE_ROWS = 200       # rows of a batch counted for drift (evenly spaced); keeps big batches cheap
+PHAT_BINS = 20
+_EPSILON = 1e-4               # share floor, so an empty bin does not make the index infinite
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(incoming: str | None) -> str:
+    """The client's X-Request-ID when it is a sane token, else a new one."""
+    if incoming and _REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def psi(expected: np.ndarray, observed_counts: np.ndarray) -> float:
+    total = observed_counts.sum()
+    if total == 0:
+        return 0.0
+    actual = np.clip(observed_counts / total, _EPSILON, None)
+    expected = np.clip(expected, _EPSILON, None)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def drift_status(value: float, rows: int) -> str:
+    if rows < MIN_DRIFT_ROWS:
+        return "insufficient data"
+    return "alert" if value > PSI_ALERT else "watch" if value > PSI_WATCH else "ok"
+
+
+class DriftProfile:
+    """Training bins of every field, from metadata.json."""
+
+    def __init__(self, metadata: dict) -> None:
+        numeric = metadata["numeric_fields"]
+        self.edges = {f: np.asarray(numeric[f]["edges"], dtype=float) for f in NUMERIC_FIELDS}
+        self.expected = {f: np.asarray(numeric[f]["shares"], dtype=float) for f in NUMERIC_FIELDS}
+        categorical = metadata["categorical_fields"]
+        for field in CATEGORICAL_FIELDS:
+            shares = categorical[field]
+            # bin k = level code k; the last bin is "missing"
+            self.expected[field] = np.array([shares.get(level, 0.0) for level in CATEGORICAL_LEVELS[field]]
+                                            + [shares.get("nan", 0.0)])
+
+    def bins(self, field: str) -> int:
+        return len(self.expected[field])
+
+
+class Observability:
+    """Metric objects and drift counting for one app."""
+
+    def __init__(self, model_name: str, model_version: str, drift: DriftProfile | None,
+                 flush_seconds: float = 5.0) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("http_requests_total", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("http_request_duration_seconds", "Request latency by route", ["route"],
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
+                                 registry=r)
+        self.rows = Counter("predict_rows_total", "Rows scored", registry=r)
+        self.validation_failures = Counter("predict_validation_failures_total",
+                                           "Invalid field values by field", ["field"], registry=r)
+        self.phat = Counter("predict_phat_bin_total", "Scored rows by predicted probability bin (upper edge)",
+                            ["le"], registry=r)
+        self.outcomes = Counter("predict_business_outcome_total", "Scored rows by business outcome",
+                                ["outcome"], registry=r)
+        self.drift_counts = Counter("input_drift_observations_total",
+                                    "Incoming values per field and training bin", ["field", "bin"], registry=r)
+        info = Gauge("model_info", "The served model", ["name", "version"], registry=r,
+                     multiprocess_mode="max")
+        info.labels(model_name, model_version).set(1)
+        self._phat_labels = [f"{(i + 1) / PHAT_BINS:.2f}" for i in range(PHAT_BINS)]
+        self.drift = drift
+        self.flush_seconds = flush_seconds
+        self._pending = {f: np.zeros(drift.bins(f), dtype=np.int64) for f in drift.expected} if drift else {}
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- per request
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_invalid(self, errors: list[dict]) -> None:
+        for error in errors:
+            self.validation_failures.labels(error["field"]).inc()
+
+    def observe_scores(self, batch: Batch, phat: np.ndarray, outcome: np.ndarray,
+                       numeric_sample) -> None:
+        """Counts for the scored rows; `numeric_sample(rows)` gives the 96 numeric values of rows."""
+        self.rows.inc(batch.rows)
+        bins = np.bincount(np.minimum((phat * PHAT_BINS).astype(int), PHAT_BINS - 1), minlength=PHAT_BINS)
+        for index in np.flatnonzero(bins):
+            self.phat.labels(self._phat_labels[index]).inc(int(bins[index]))
+        buyers = int(outcome.sum())
+        if buyers:
+            self.outcomes.labels("1").inc(buyers)
+        if batch.rows - buyers:
+            self.outcomes.labels("0").inc(batch.rows - buyers)
+        if self.drift is not None:
+            self._count_drift(batch, numeric_sample)
+
+    def _count_drift(self, batch: Batch, numeric_sample) -> None:
+        rows = np.unique(np.linspace(0, batch.rows - 1, min(batch.rows, DRIFT_SAMPLE_ROWS)).astype(int))
+        matrix = numeric_sample(rows)                       # rows x 96, NaN where missing
+        with self._lock:
+            for column, field in enumerate(NUMERIC_FIELDS):
+                values = matrix[:, column]
+                values = values[~np.isnan(values)]
+                self._pending[field] += np.bincount(
+                    np.searchsorted(self.drift.edges[field], values, side="right"),
+                    minlength=self.drift.bins(field))
+            for field in CATEGORICAL_FIELDS:
+                codes = batch.codes[field][rows].astype(int)
+                self._pending[field] += np.bincount(np.where(codes < 0, self.drift.bins(field) - 1, codes),
+                                                    minlength=self.drift.bins(field))
+            due = time.monotonic() - self._last_flush >= self.flush_seconds
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add this worker's pending drift counts to the shared counters."""
+        with self._lock:
+            pending, self._last_flush = self._pending, time.monotonic()
+            self._pending = {f: np.zeros_like(v) for f, v in pending.items()}
+        for field, counts in pending.items():
+            for index in np.flatnonzero(counts):
+                self.drift_counts.labels(field, str(index)).inc(int(counts[index]))
+
+    # ---------------------------------------------------------------- reading
+
+    def _collected(self) -> CollectorRegistry:
+        if not self.multiprocess:
+            return self.registry
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)
+        return combined
+
+    def drift_counts_by_field(self) -> dict[str, np.ndarray]:
+        """Counts of every worker, added up."""
+        self.flush()
+        counts = {f: np.zeros(self.drift.bins(f), dtype=np.int64) for f in self.drift.expected}
+        for family in self._collected().collect():
+            if family.name != "input_drift_observations":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    field, index = sample.labels["field"], int(sample.labels["bin"])
+                    if field in counts and index < len(counts[field]):
+                        counts[field][index] += int(sample.value)
+        return counts
+
+    def drift_report(self) -> dict:
+        counts = self.drift_counts_by_field()
+        fields = {}
+        for field, observed in counts.items():
+            value = psi(self.drift.expected[field], observed)
+            rows = int(observed.sum())
+            fields[field] = {"psi": round(value, 6), "rows": rows, "status": drift_status(value, rows)}
+        return {"thresholds": {"watch": PSI_WATCH, "alert": PSI_ALERT, "min_rows": MIN_DRIFT_ROWS},
+                "alerts": sorted(f for f, v in fields.items() if v["status"] == "alert"),
+                "fields": fields}
+
+    def exposition(self) -> bytes:
+        registry = self._collected()
+        text = generate_latest(registry)
+        if self.drift is None:
+            return text
+        family = GaugeMetricFamily("input_drift_psi", "Population stability index of each input field "
+                                   "against the training profile", labels=["field"])
+        for field, item in self.drift_report()["fields"].items():
+            family.add_metric([field], item["psi"])
+        extra = CollectorRegistry()
+        extra.register(_Fixed([family]))
+        return text + generate_latest(extra)
+
+
+class _Fixed:
+    """A collector that yields metric families computed elsewhere."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
+
+
+def mark_worker_dead(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
+
