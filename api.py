@@ -230,6 +230,7 @@ def _add_swagger(app: Flask, model: Model | None, settings: Settings) -> None:
         "swagger_ui_css": "/apidocs/ui/swagger-ui.css",
         "favicon": "/apidocs/ui/favicon-32x32.png",
         "hide_top_bar": True,
+        "auth": {},   # the page's script renders this as a JavaScript literal; None would not parse
     })
 
 

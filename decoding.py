@@ -20,6 +20,9 @@ from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIEL
                     PERCENT_FIELD, FieldError, is_missing, numeric_parser, parse_level)
 
 MAX_REPORTED_ERRORS = 100
+# A model input larger than this would overflow to infinity once standardised and weighted, so
+# it is reported like any other unusable value.
+MAX_MAGNITUDE = 1e300
 # Fields whose text always needs the schema's own reading, in every row.
 _TEXT_FIELDS = (CURRENCY_FIELD, PERCENT_FIELD, *CATEGORICAL_FIELDS)
 _LEVEL_CODES = {field: {level: code for code, level in enumerate(levels)}
@@ -108,6 +111,8 @@ class RequestDecoder:
             parsed = np.array([parser(v) for v in values[field]], dtype=float)
             if field in self.numeric_fields:
                 numeric[field] = parsed
+        if any((np.abs(numeric[f]) > MAX_MAGNITUDE).any() for f in self.numeric_fields):
+            raise _UseCarefulPath
         codes = {f: self._fast_codes(f, values[f]) for f in CATEGORICAL_FIELDS}
         return Batch(len(records), single, {f: numeric[f] for f in self.numeric_fields}, codes, records)
 
@@ -182,7 +187,10 @@ class RequestDecoder:
             level = parse_level(field, value)
             codes[field][row] = -1 if level is None else _LEVEL_CODES[field][level]
         else:
-            numeric[field][row] = numeric_parser(field)(value)
+            number = numeric_parser(field)(value)
+            if abs(number) > MAX_MAGNITUDE and field in self.numeric_fields:
+                raise FieldError(f"must be at most {MAX_MAGNITUDE:g} in size")
+            numeric[field][row] = number
 
     def numeric_rows(self, batch: Batch, rows: np.ndarray) -> np.ndarray:
         """All 96 numeric fields of the given rows (rows x 96, NaN where missing), for monitoring."""

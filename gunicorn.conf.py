@@ -16,6 +16,7 @@ max_requests = int(os.environ.get("MAX_REQUESTS", "10000"))    # recycle workers
 max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", "1000"))  # so they do not restart at once
 accesslog = None                     # the app writes one JSON line per request itself (api.access)
 errorlog = "-"
+control_socket_disable = True       # nothing here uses gunicornc, and $HOME may be read-only
 worker_tmp_dir = os.environ.get("WORKER_TMP_DIR", tempfile.gettempdir())  # heartbeat files; /tmp is writable
 
 # Prometheus counters from every worker go to files in one folder, which /metrics adds up.  The

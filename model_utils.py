@@ -116,7 +116,8 @@ class Model:
         logit = np.zeros(batch.rows)
         for column, weight in enumerate(self.coef):
             logit += inputs[:, column] * weight
-        phat = 1.0 / (1.0 + np.exp(-logit))   # the Logit's own link function
+        with np.errstate(over="ignore"):   # exp overflows to inf for very negative log-odds: phat 0
+            phat = 1.0 / (1.0 + np.exp(-logit))   # the Logit's own link function
         return Scores(inputs, phat, (phat >= self.cutoff).astype(np.int64))
 
     def result_records(self, scores: Scores, explain: bool = False) -> list:

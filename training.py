@@ -319,7 +319,12 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
                 shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
         retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.replace(out_dir, retired / out_dir.name)
-        os.replace(staging, out_dir)
+        try:
+            os.replace(staging, out_dir)
+        except BaseException:  # put the previous folder back before reporting the failure
+            os.replace(retired / out_dir.name, out_dir)
+            retired.rmdir()
+            raise
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, out_dir)

@@ -1,0 +1,208 @@
+"""The service scores exactly as the independent pandas implementation of the published steps does,
+whichever of the decoder's two paths a request takes."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import decoding
+import synthetic
+from decoding import RequestError
+from model_utils import load_model
+from schema import CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, PERCENT_FIELD
+
+from api_support import (MODEL_DIR, assert_matches, assert_result_shape, client, example, example_bytes, features,
+                         predict_ok, reference_predict)
+
+SEED = 20_261_126
+ROWS = 500
+# Missing markers the fast path reads as they are; any other marker sends a body down the careful path.
+FAST_MISSING = [None, "nan", "NaN"]
+
+
+@pytest.fixture(scope="module")
+def http():
+    return client()
+
+
+@pytest.fixture
+def careful_calls(monkeypatch):
+    """Counts how often the decoder's careful path runs."""
+    calls = []
+    original = decoding.RequestDecoder._decode_careful
+
+    def spy(self, body):
+        calls.append(len(body))
+        return original(self, body)
+
+    monkeypatch.setattr(decoding.RequestDecoder, "_decode_careful", spy)
+    return calls
+
+
+def spell_case(rng: random.Random, level: str) -> str:
+    style = rng.randrange(5)
+    if style == 0:
+        text = level.upper()
+    elif style == 1:
+        text = level.lower()
+    elif style == 2:
+        text = level.title()
+    elif style == 3:
+        text = "".join(c.upper() if rng.random() < 0.5 else c.lower() for c in level)
+    else:
+        text = level
+    return " " * rng.randrange(3) + text + " " * rng.randrange(3)
+
+
+def spell_amount(amount: float, style: int) -> str | float:
+    """Every spelling of x12 the client uses, and a plain JSON number."""
+    magnitude = f"{abs(amount):,.2f}"
+    if amount >= 0:
+        return (f"${magnitude}", f"${magnitude} ", f"{amount:.2f}", amount, f"${magnitude}")[style % 5]
+    return (f"$-{magnitude}", f"(${magnitude})", f"{amount:.2f}", amount, f"(${magnitude})")[style % 5]
+
+
+def variant_records(seed: int, rows: int = ROWS) -> list[dict]:
+    """Synthetic client rows, respelled the many ways the contract allows."""
+    records = synthetic.to_records(synthetic.generate(rows, seed=seed))
+    rng = random.Random(seed)
+    for i, item in enumerate(records):
+        for field in CATEGORICAL_LEVELS:
+            if rng.random() < 0.03:
+                item[field] = rng.choice(FAST_MISSING + [""])
+            elif item[field] != "nan":
+                item[field] = spell_case(rng, item[field])
+        amount = round(rng.gauss(0, 2500), 2)
+        item[CURRENCY_FIELD] = rng.choice([None, "nan"]) if rng.random() < 0.02 else spell_amount(amount, i)
+        percent = round(rng.uniform(0, 100), 2)
+        item[PERCENT_FIELD] = (f"{percent:.2f}%", f"{percent:.2f}", percent)[i % 3]
+        for field in FIELDS:
+            value = item[field]
+            if field in CATEGORICAL_LEVELS or field in (CURRENCY_FIELD, PERCENT_FIELD):
+                continue
+            if value == "nan":
+                item[field] = rng.choice(FAST_MISSING)
+            elif rng.random() < 0.3:
+                item[field] = float(value)      # a JSON number instead of a numeric string
+    return records
+
+
+def test_variant_records_cover_every_spelling():
+    records = variant_records(SEED)
+    spellings = {item[CURRENCY_FIELD] for item in records}
+    assert any(isinstance(v, str) and v.startswith("$") and "," in v and not v.endswith(" ") for v in spellings)
+    assert any(isinstance(v, str) and v.endswith(" ") for v in spellings)
+    assert any(isinstance(v, str) and v.startswith("$-") for v in spellings)
+    assert any(isinstance(v, str) and v.startswith("($") for v in spellings)
+    assert any(isinstance(v, str) and v[:1].isdigit() for v in spellings)
+    assert any(isinstance(v, float) for v in spellings)
+    assert any(isinstance(item[PERCENT_FIELD], str) and item[PERCENT_FIELD].endswith("%") for item in records)
+    levels = {item["x5"] for item in records if isinstance(item["x5"], str)}
+    assert any(v != v.strip() for v in levels) and any(v.isupper() for v in levels)
+    assert any(item["x31"] is None for item in records)
+
+
+@pytest.mark.parametrize("name", ["single", "batch"])
+def test_user_examples_match_the_reference(http, name):
+    result = predict_ok(http, body=example_bytes(name))
+    payload = example(name)
+    results = [result] if isinstance(payload, dict) else result
+    assert_matches(results, reference_predict([payload] if isinstance(payload, dict) else payload))
+
+
+def test_synthetic_batch_on_the_fast_path_matches_the_reference(http, careful_calls):
+    records = variant_records(SEED)
+    results = predict_ok(http, records)
+    assert careful_calls == []          # the whole batch was decoded by the fast path
+    for result in results:
+        assert_result_shape(result)
+    assert_matches(results, reference_predict(records))
+
+
+def test_synthetic_batch_on_the_careful_path_matches_the_reference(http, careful_calls):
+    records = variant_records(SEED + 1)
+    records[len(records) // 2]["x0"] = "NA"      # a marker only the careful path reads
+    results = predict_ok(http, records)
+    assert len(careful_calls) == 1
+    assert_matches(results, reference_predict(records))
+
+
+@pytest.mark.parametrize("marker", ["NA", "na", "", " nan "])
+def test_one_careful_marker_leaves_the_other_rows_unchanged(http, careful_calls, marker):
+    records = variant_records(SEED + 2, rows=40)
+    fast = predict_ok(http, records)
+    assert careful_calls == []
+    records[7]["x91"] = marker
+    careful = predict_ok(http, records)
+    assert len(careful_calls) == 1
+    assert careful[:7] == fast[:7] and careful[8:] == fast[8:]
+    assert_matches(careful, reference_predict(records))
+
+
+def test_records_scored_one_by_one_match_the_reference(http):
+    records = variant_records(SEED + 3, rows=25)
+    results = [predict_ok(http, item) for item in records]
+    assert_matches(results, reference_predict(records))
+
+
+# ---------------------------------------------------------------- the decoder's two paths directly
+
+@pytest.fixture(scope="module")
+def decoder():
+    return load_model(MODEL_DIR).decoder
+
+
+def assert_same_batch(left, right) -> None:
+    """Same rows, same model inputs (either path may read further fields as well)."""
+    assert (left.rows, left.single) == (right.rows, right.single)
+    numeric_inputs = [name for name in features() if "_" not in name]
+    for name in numeric_inputs:
+        np.testing.assert_array_equal(left.numeric[name], right.numeric[name], err_msg=name)
+    assert left.codes.keys() == right.codes.keys()
+    for name in left.codes:
+        np.testing.assert_array_equal(left.codes[name], right.codes[name], err_msg=name)
+
+
+@pytest.mark.parametrize("seed", [SEED, SEED + 4])
+def test_both_decoder_paths_read_the_same_columns(decoder, seed):
+    body = json.dumps(variant_records(seed, rows=200)).encode()
+    assert_same_batch(decoder._decode_fast(body), decoder._decode_careful(body))
+
+
+def test_both_decoder_paths_read_the_examples_alike(decoder):
+    for name in ("single", "batch"):
+        body = example_bytes(name)
+        assert_same_batch(decoder._decode_fast(body), decoder._decode_careful(body))
+
+
+tricky_values = st.sampled_from([
+    None, "", " ", "nan", "NaN", "-nan", "+nan", "NA", "na", "null", "NULL", "None", "inf", "-Infinity", "1e999",
+    "1e-400", "0", "-0", "+1.5", " 1.5 ", "1.", ".5", "1e5", "1E+5", "0x10", "1_0", "١٢", "$1,000.00", "($5.00)",
+    "$-5", "12%", "12.5 %", "sunday", " SUNDAY ", "asia", "July", "male", "x", True, False, 0, -3, 2.5, 1e308,
+    10**20, [], {},
+])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(st.dictionaries(st.sampled_from(FIELDS), tricky_values, max_size=4), min_size=1, max_size=3))
+def test_decoder_paths_agree_on_any_values(decoder, changes):
+    rows = []
+    for change in changes:
+        item = example("single")
+        item.update(change)
+        rows.append(item)
+    body = json.dumps(rows).encode()
+    try:
+        careful = decoder._decode_careful(body)
+    except RequestError as expected:
+        with pytest.raises(RequestError) as raised:
+            decoder.decode(body)
+        assert (raised.value.status, raised.value.errors) == (expected.status, expected.errors)
+        return
+    assert_same_batch(decoder.decode(body), careful)
