@@ -100,7 +100,8 @@ def create_app(config: dict | None = None) -> Flask:
         log.error("model not loaded, the service stays unready: %s", exc)
     app.extensions["model"] = model
     monitor = Observability(model.name if model else "none", model.version if model else "none",
-                            DriftProfile(model.metadata) if model else None, settings.DRIFT_FLUSH_SECONDS)
+                            DriftProfile(model.metadata) if model else None,
+                            model.decoder if model else None, settings.DRIFT_FLUSH_SECONDS)
     app.extensions["observability"] = monitor
 
     @app.before_request
@@ -145,8 +146,7 @@ def create_app(config: dict | None = None) -> Flask:
             return problem(exc.status, exc.title, exc.detail, exc.title.lower().replace(" ", "-"), **extra)
         scores = model.score(batch)
         g.rows = batch.rows
-        monitor.observe_scores(batch, scores.phat, scores.outcome,
-                               lambda rows: model.decoder.numeric_rows(batch, rows))
+        monitor.observe_scores(batch, scores.phat, scores.outcome)
         return Response(model.encode(batch, scores, explain), mimetype="application/json")
 
     @app.get("/health")

@@ -18,7 +18,7 @@ import numpy as np
 from statsmodels.iolib.smpickle import load_pickle
 
 from decoding import Batch, RequestDecoder
-from schema import CATEGORICAL_LEVELS, NUMERIC_FIELDS, split_dummy
+from schema import CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, NUMERIC_FIELDS, split_dummy
 from artifacts import (ARTIFACT_FILES, IMPUTER_FILE, METADATA_FILE, MODEL_FILE, SCALER_FILE,
                        VARIABLES_FILE, sha256)
 
@@ -77,6 +77,31 @@ class Scores:
     outcome: np.ndarray         # 0/1
 
 
+@dataclass(frozen=True)
+class _InputPlan:
+    """numeric_inputs and dummy_inputs as index arrays, so a batch is built with a few numpy calls."""
+
+    numeric_fields: tuple[str, ...]
+    numeric_columns: np.ndarray
+    fill: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    dummy_columns: np.ndarray
+    dummy_fields: np.ndarray      # index into CATEGORICAL_FIELDS
+    dummy_codes: np.ndarray
+    alphabetical: np.ndarray      # feature columns in the order results list them
+
+    @classmethod
+    def build(cls, features: tuple[str, ...], numeric_inputs: list, dummy_inputs: list) -> "_InputPlan":
+        num = list(zip(*numeric_inputs)) or [(), (), (), (), ()]
+        dum = list(zip(*dummy_inputs)) or [(), (), ()]
+        return cls(tuple(num[1]), np.array(num[0], dtype=int), np.array(num[2], dtype=float),
+                   np.array(num[3], dtype=float), np.array(num[4], dtype=float),
+                   np.array(dum[0], dtype=int), np.array([CATEGORICAL_FIELDS.index(f) for f in dum[1]], dtype=int),
+                   np.array(dum[2], dtype=int),
+                   np.array(sorted(range(len(features)), key=lambda i: features[i]), dtype=int))
+
+
 @dataclass
 class Model:
     """The served model: fitted parameters as arrays, and how to turn a Batch into inputs."""
@@ -88,6 +113,7 @@ class Model:
     numeric_inputs: list[tuple[int, str, float, float, float]]   # column, field, fill, mean, scale
     dummy_inputs: list[tuple[int, str, int]]                      # column, field, level code (-1 = missing)
     decoder: RequestDecoder = field(repr=False)
+    _plan: "_InputPlan" = field(repr=False, default=None)
     _result_type: type = field(repr=False, default=None)
     _explained_type: type = field(repr=False, default=None)
 
@@ -102,11 +128,13 @@ class Model:
     def inputs(self, batch: Batch) -> np.ndarray:
         """Mean-impute and scale with the fitted numbers, one-hot with the trained levels."""
         matrix = np.empty((batch.rows, len(self.features)))
-        for column, name, fill, mean, scale in self.numeric_inputs:
-            values = batch.numeric[name]
-            matrix[:, column] = (np.where(np.isnan(values), fill, values) - mean) / scale
-        for column, name, code in self.dummy_inputs:
-            matrix[:, column] = batch.codes[name] == code
+        p = self._plan
+        if p.numeric_fields:
+            values = np.column_stack([batch.numeric[f] for f in p.numeric_fields])
+            matrix[:, p.numeric_columns] = (np.where(np.isnan(values), p.fill, values) - p.mean) / p.scale
+        if p.dummy_columns.size:
+            codes = np.column_stack([batch.codes[f] for f in CATEGORICAL_FIELDS])
+            matrix[:, p.dummy_columns] = codes[:, p.dummy_fields] == p.dummy_codes
         return matrix
 
     def score(self, batch: Batch) -> Scores:
@@ -123,17 +151,15 @@ class Model:
     def result_records(self, scores: Scores, explain: bool = False) -> list:
         """One record per row with business_outcome, phat and the inputs, keys in alphabetical order;
         with `explain`, also each input's contribution to the log-odds (coefficient x input)."""
-        columns = {"business_outcome": scores.outcome.tolist(), "phat": scores.phat.tolist()}
-        columns.update({name: scores.inputs[:, i].tolist() for i, name in enumerate(self.features)})
-        if explain:
-            contributions = scores.inputs * self.coef + 0.0   # + 0.0 turns -0.0 into 0.0
-            names = sorted(self.features)
-            order = [self.features.index(n) for n in names]
-            columns["contributions"] = [dict(zip(names, row)) for row in contributions[:, order].tolist()]
-            result_type, fields_ = self._explained_type, self.explained_fields
-        else:
-            result_type, fields_ = self._result_type, self.result_fields
-        return [result_type(*values) for values in zip(*(columns[name] for name in fields_))]
+        order = self._plan.alphabetical
+        rows = np.column_stack([scores.phat, scores.inputs[:, order]]).tolist()
+        outcome = scores.outcome.tolist()
+        if not explain:
+            return [self._result_type(o, *row) for o, row in zip(outcome, rows)]
+        names = [self.features[i] for i in order]
+        contributions = (scores.inputs[:, order] * self.coef[order] + 0.0).tolist()  # + 0.0: no -0.0
+        return [self._explained_type(o, dict(zip(names, c)), *row)
+                for o, c, row in zip(outcome, contributions, rows)]
 
     @property
     def result_fields(self) -> tuple[str, ...]:
@@ -188,6 +214,9 @@ def load_model(model_dir: Path | str, max_rows: int = 10_000) -> Model:
 
     decoder = RequestDecoder([n for _, n, *_ in numeric_inputs], max_rows)
     model = Model(metadata, features, coef, float(metadata["cutoff"]), numeric_inputs, dummy_inputs, decoder)
+    model._plan = _InputPlan.build(features, numeric_inputs, dummy_inputs)
+    if model.result_fields[:2] != ("business_outcome", "phat"):
+        raise ArtifactError(f"feature names {features} would not sort after business_outcome and phat")
     model._result_type = _result_struct("Result", model.result_fields)
     model._explained_type = _result_struct("ExplainedResult", model.explained_fields)
     log.info("loaded model %s %s from %s", model.name, model.version, model_dir)

@@ -78,7 +78,7 @@ class Observability:
     """Metric objects and drift counting for one app."""
 
     def __init__(self, model_name: str, model_version: str, drift: DriftProfile | None,
-                 flush_seconds: float = 5.0) -> None:
+                 decoder=None, flush_seconds: float = 5.0) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -102,7 +102,9 @@ class Observability:
         self._phat_labels = [f"{(i + 1) / PHAT_BINS:.2f}" for i in range(PHAT_BINS)]
         self.drift = drift
         self.flush_seconds = flush_seconds
-        self._pending = {f: np.zeros(drift.bins(f), dtype=np.int64) for f in drift.expected} if drift else {}
+        self.decoder = decoder            # decoding.RequestDecoder: turns set-aside rows into columns
+        self._pending_records: list = []
+        self._pending_columns: list = []
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
@@ -116,9 +118,9 @@ class Observability:
         for error in errors:
             self.validation_failures.labels(error["field"]).inc()
 
-    def observe_scores(self, batch: Batch, phat: np.ndarray, outcome: np.ndarray,
-                       numeric_sample) -> None:
-        """Counts for the scored rows; `numeric_sample(rows)` gives the 96 numeric values of rows."""
+    def observe_scores(self, batch: Batch, phat: np.ndarray, outcome: np.ndarray) -> None:
+        """Counts for the scored rows.  Drift rows are only set aside here (a few microseconds);
+        they are parsed and binned in bulk when the pending counts are flushed."""
         self.rows.inc(batch.rows)
         bins = np.bincount(np.minimum((phat * PHAT_BINS).astype(int), PHAT_BINS - 1), minlength=PHAT_BINS)
         for index in np.flatnonzero(bins):
@@ -128,35 +130,43 @@ class Observability:
             self.outcomes.labels("1").inc(buyers)
         if batch.rows - buyers:
             self.outcomes.labels("0").inc(batch.rows - buyers)
-        if self.drift is not None:
-            self._count_drift(batch, numeric_sample)
-
-    def _count_drift(self, batch: Batch, numeric_sample) -> None:
-        rows = np.unique(np.linspace(0, batch.rows - 1, min(batch.rows, DRIFT_SAMPLE_ROWS)).astype(int))
-        matrix = numeric_sample(rows)                       # rows x 96, NaN where missing
+        if self.drift is None:
+            return
+        if batch.rows <= DRIFT_SAMPLE_ROWS:
+            rows = range(batch.rows)
+        else:
+            rows = np.linspace(0, batch.rows - 1, DRIFT_SAMPLE_ROWS).astype(int).tolist()
         with self._lock:
-            for column, field in enumerate(NUMERIC_FIELDS):
-                values = matrix[:, column]
-                values = values[~np.isnan(values)]
-                self._pending[field] += np.bincount(
-                    np.searchsorted(self.drift.edges[field], values, side="right"),
-                    minlength=self.drift.bins(field))
-            for field in CATEGORICAL_FIELDS:
-                codes = batch.codes[field][rows].astype(int)
-                self._pending[field] += np.bincount(np.where(codes < 0, self.drift.bins(field) - 1, codes),
-                                                    minlength=self.drift.bins(field))
+            if batch.records is not None:
+                self._pending_records.extend(batch.records[i] for i in rows)
+            else:
+                self._pending_columns.append(self.decoder.careful_columns(batch, np.asarray(rows, dtype=int)))
             due = time.monotonic() - self._last_flush >= self.flush_seconds
         if due:
             self.flush()
 
     def flush(self) -> None:
-        """Add this worker's pending drift counts to the shared counters."""
+        """Bin the rows set aside since the last flush and add the counts to the shared counters."""
         with self._lock:
-            pending, self._last_flush = self._pending, time.monotonic()
-            self._pending = {f: np.zeros_like(v) for f, v in pending.items()}
-        for field, counts in pending.items():
-            for index in np.flatnonzero(counts):
-                self.drift_counts.labels(field, str(index)).inc(int(counts[index]))
+            records, columns = self._pending_records, self._pending_columns
+            self._pending_records, self._pending_columns = [], []
+            self._last_flush = time.monotonic()
+        if records:
+            columns.append(self.decoder.monitoring_columns(records))
+        for numeric, codes in columns:
+            for position, field in enumerate(NUMERIC_FIELDS):
+                values = numeric[:, position]
+                counts = np.bincount(np.searchsorted(self.drift.edges[field], values[~np.isnan(values)],
+                                                     side="right"), minlength=self.drift.bins(field))
+                self._add_drift(field, counts)
+            for position, field in enumerate(CATEGORICAL_FIELDS):
+                missing_bin = self.drift.bins(field) - 1
+                levels = np.where(codes[:, position] < 0, missing_bin, codes[:, position]).astype(int)
+                self._add_drift(field, np.bincount(levels, minlength=self.drift.bins(field)))
+
+    def _add_drift(self, field: str, counts: np.ndarray) -> None:
+        for index in np.flatnonzero(counts):
+            self.drift_counts.labels(field, str(index)).inc(int(counts[index]))
 
     # ---------------------------------------------------------------- reading
 
@@ -168,7 +178,7 @@ class Observability:
         return combined
 
     def drift_counts_by_field(self) -> dict[str, np.ndarray]:
-        """Counts of every worker, added up."""
+        """Counts of every worker, added up (this worker's pending rows included)."""
         self.flush()
         counts = {f: np.zeros(self.drift.bins(f), dtype=np.int64) for f in self.drift.expected}
         for family in self._collected().collect():
