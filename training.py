@@ -35,6 +35,7 @@ from schema import (CATEGORICAL_FIELDS, CURRENCY_FIELD, FIELDS, MISSING_STRINGS,
 
 MODEL_NAME = "ad_purchase_model"
 N_FEATURES = 25
+MIN_ROWS = 100
 CUTOFF_PERCENTILE = 75
 HELD_OUT_FRACTION = 0.25
 L1_C = 1.0
@@ -72,7 +73,7 @@ def read_raw_csv(path: Path) -> pd.DataFrame:
     text_columns = {c: str for c in (*CATEGORICAL_FIELDS, CURRENCY_FIELD, PERCENT_FIELD, TARGET)}
     try:
         frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False, na_values=_missing_spellings(),
-                            float_precision="round_trip", encoding="utf-8", engine="c")
+                            encoding="utf-8", engine="c")
     except UnicodeDecodeError as exc:
         raise TrainingDataError(f"{path}: not a UTF-8 text CSV file ({exc.reason} at byte {exc.start})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -83,6 +84,9 @@ def read_raw_csv(path: Path) -> pd.DataFrame:
         raise TrainingDataError(f"{path}: not a CSV in the client's format; missing columns: {shown}")
     if frame.empty:
         raise TrainingDataError(f"{path}: the file has a header but no rows")
+    if len(frame) < MIN_ROWS:
+        raise TrainingDataError(f"{path}: {len(frame)} rows are too few to fit {N_FEATURES} features "
+                                f"with a held-out check; at least {MIN_ROWS} are needed")
     return frame
 
 
@@ -315,7 +319,7 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
     if out_dir.exists():
         for item in out_dir.iterdir():
             target = staging / item.name
-            if not target.exists():
+            if not target.exists() and item.name != "report":   # an old report describes an old model
                 shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
         retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.replace(out_dir, retired / out_dir.name)
