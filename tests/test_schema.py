@@ -1,0 +1,287 @@
+"""The input schema: field lists, parsing rules for raw values, and the one-hot column layout."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import schema
+from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, FieldError,
+                    Profile, all_model_columns, dummy_columns, numeric_parser, parse_currency,
+                    parse_level, parse_number, parse_percent, split_dummy)
+
+MISSING_MARKERS = [None, float("nan"), "", "   ", "nan", "NaN", "NAN", "NA", "na", " nan ", "\tNaN\n"]
+
+
+# --------------------------------------------------------------------------- field lists
+
+def test_field_lists():
+    assert FIELDS == tuple(f"x{i}" for i in range(100))
+    assert set(CATEGORICAL_FIELDS) == {"x5", "x31", "x81", "x82"}
+    assert len(NUMERIC_FIELDS) == 96
+    assert set(NUMERIC_FIELDS).isdisjoint(CATEGORICAL_FIELDS)
+    assert set(NUMERIC_FIELDS) | set(CATEGORICAL_FIELDS) == set(FIELDS)
+    assert schema.CURRENCY_FIELD in NUMERIC_FIELDS and schema.PERCENT_FIELD in NUMERIC_FIELDS
+
+
+def test_levels_match_the_published_profile():
+    published = Profile.load().raw["categorical_fields"]
+    assert set(published) == set(CATEGORICAL_LEVELS)
+    for field, levels in CATEGORICAL_LEVELS.items():
+        assert list(levels) == published[field]["levels"]
+
+
+def test_profile_has_stats_for_every_numeric_field_and_25_coefficients():
+    profile = Profile.load()
+    assert set(profile.numeric_stats) == set(NUMERIC_FIELDS)
+    assert all(stats["var"] > 0 for stats in profile.numeric_stats.values())
+    assert len(profile.coefficients) == 25
+    assert set(profile.coefficients) <= set(all_model_columns())
+    assert 0.5 < profile.auc < 1
+
+
+# --------------------------------------------------------------------------- x12 currency
+
+@pytest.mark.parametrize("raw, expected", [
+    ("$6,882.34", 6882.34),
+    ("$6,882.34 ", 6882.34),
+    ("$-5,032.58", -5032.58),
+    ("($5,032.58)", -5032.58),
+    ("($1,920.03)", -1920.03),
+    ("$66.55", 66.55),
+    ("3709.93", 3709.93),
+    ("-3709.93", -3709.93),
+    ("$1,234,567.89", 1234567.89),
+    ("$0.00", 0.0),
+    (" $12 ", 12.0),
+    (12, 12.0),
+    (-7, -7.0),
+    (3709.93, 3709.93),
+    (-0.5, -0.5),
+])
+def test_parse_currency_spellings(raw, expected):
+    assert parse_currency(raw) == expected
+
+
+def test_every_published_currency_example_parses():
+    examples = Profile.load().raw["formatted_fields"]["x12"]["raw_examples"]
+    assert "($1,920.03)" in examples
+    for raw in (*examples, *schema.CURRENCY_EXAMPLES):
+        value = parse_currency(raw)
+        assert math.isnan(value) if raw == "nan" else math.isfinite(value)
+
+
+@pytest.mark.parametrize("raw", MISSING_MARKERS)
+def test_parse_currency_missing_markers(raw):
+    assert math.isnan(parse_currency(raw))
+
+
+@pytest.mark.parametrize("raw", [
+    "(-$5)", "($-5)", "(5", "5)", "abc", "$", "$$", "()", "1,2x", "12.34.56", "$1e", "--5", "5-",
+    True, False, float("inf"), float("-inf"), "inf", "-inf", "$inf", "1e999", "$1e999", "(1e999)",
+    [5], {"amount": 5}, 10 ** 400,
+])
+def test_parse_currency_rejects(raw):
+    with pytest.raises(FieldError) as caught:
+        parse_currency(raw)
+    assert str(caught.value)
+
+
+def _cents_text(cents: int) -> str:
+    return f"{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=-10 ** 12, max_value=10 ** 12))
+def test_parse_currency_reads_every_client_spelling_of_an_amount(cents):
+    amount = cents / 100
+    grouped = _cents_text(cents)
+    plain = grouped.replace(",", "")
+    spellings = ["$" + grouped, "$" + grouped + " ", plain] if cents >= 0 else \
+        ["$-" + grouped, "($" + grouped + ")", "-" + plain]
+    for text in spellings:
+        assert parse_currency(text) == amount, text
+
+
+# --------------------------------------------------------------------------- x63 percentage
+
+@pytest.mark.parametrize("raw, expected", [
+    ("62.59%", 62.59),
+    ("3.11%", 3.11),
+    ("45.85", 45.85),
+    ("0%", 0.0),
+    ("100%", 100.0),
+    ("-2.5%", -2.5),
+    (" 45.85% ", 45.85),
+    (45.85, 45.85),
+    (7, 7.0),
+])
+def test_parse_percent(raw, expected):
+    assert parse_percent(raw) == expected
+
+
+def test_every_published_percent_example_parses():
+    examples = Profile.load().raw["formatted_fields"]["x63"]["raw_examples"]
+    for raw in (*examples, *schema.PERCENT_EXAMPLES):
+        value = parse_percent(raw)
+        assert math.isnan(value) if raw == "nan" else math.isfinite(value)
+
+
+@pytest.mark.parametrize("raw", MISSING_MARKERS)
+def test_parse_percent_missing_markers(raw):
+    assert math.isnan(parse_percent(raw))
+
+
+@pytest.mark.parametrize("raw", ["%", "abc%", "abc", "%5", "5%%", "5 5%", "inf%", "1e999%", "nan%",
+                                 True, False, float("inf"), [1], {"p": 1}, -10 ** 400])
+def test_parse_percent_rejects(raw):
+    with pytest.raises(FieldError):
+        parse_percent(raw)
+
+
+# --------------------------------------------------------------------------- plain numbers
+
+@pytest.mark.parametrize("raw, expected", [
+    ("0.137", 0.137),
+    (" 1.5 ", 1.5),
+    ("-1e-3", -0.001),
+    (".5", 0.5),
+    ("5.", 5.0),
+    ("+2", 2.0),
+    ("1E3", 1000.0),
+    ("-0", 0.0),
+    (3, 3.0),
+    (-2.25, -2.25),
+    (0, 0.0),
+])
+def test_parse_number(raw, expected):
+    assert parse_number(raw) == expected
+
+
+@pytest.mark.parametrize("raw", MISSING_MARKERS)
+def test_parse_number_missing_markers(raw):
+    assert math.isnan(parse_number(raw))
+
+
+@pytest.mark.parametrize("raw", [
+    "1_000", "0x10", "0b1", "inf", "-inf", "Infinity", "infinity", "1e999", "-1e999", "1,000", "1 000",
+    "$5", "5%", "abc", "e5", "1e", "--1", "1..2", "½",
+    True, False, float("inf"), float("-inf"), 10 ** 400, -10 ** 400, [1], [], {"x": 1}, {}, (1,), b"1",
+])
+def test_parse_number_rejects(raw):
+    with pytest.raises(FieldError):
+        parse_number(raw)
+
+
+def test_field_error_is_a_value_error():
+    assert issubclass(FieldError, ValueError)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_parse_number_round_trips_the_text_of_any_finite_float(number):
+    assert parse_number(repr(number)) == number
+    assert parse_number(number) == number
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.text(max_size=12), st.text(alphabet="0123456789.,-+eE$%() nai", max_size=12)))
+def test_parsers_either_return_a_float_or_raise_field_error(text):
+    for parser in (parse_number, parse_currency, parse_percent):
+        try:
+            value = parser(text)
+        except FieldError:
+            continue
+        assert isinstance(value, float)
+        assert math.isfinite(value) or (math.isnan(value) and schema.is_missing(text))
+
+
+def test_numeric_parser_per_field():
+    assert numeric_parser("x12") is parse_currency
+    assert numeric_parser("x63") is parse_percent
+    assert all(numeric_parser(f) is parse_number for f in NUMERIC_FIELDS if f not in ("x12", "x63"))
+
+
+# --------------------------------------------------------------------------- categorical levels
+
+@pytest.mark.parametrize("field, raw, expected", [
+    ("x5", "  SUNDAY ", "sunday"),
+    ("x5", "Monday", "monday"),
+    ("x81", "november", "November"),
+    ("x81", "DECEMBER", "December"),
+    ("x31", " Japan", "japan"),
+    ("x82", "male", "Male"),
+    ("x82", "FEMALE\t", "Female"),
+])
+def test_parse_level_ignores_case_and_spaces(field, raw, expected):
+    assert parse_level(field, raw) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_parse_level_any_casing_of_any_level(data):
+    field = data.draw(st.sampled_from(CATEGORICAL_FIELDS))
+    level = data.draw(st.sampled_from(CATEGORICAL_LEVELS[field]))
+    upper = data.draw(st.lists(st.booleans(), min_size=len(level), max_size=len(level)))
+    text = "".join(c.upper() if u else c.lower() for c, u in zip(level, upper))
+    padding = data.draw(st.sampled_from(["", " ", "  ", "\t"]))
+    assert parse_level(field, padding + text + padding) == level
+
+
+@pytest.mark.parametrize("field, raw", [
+    ("x5", "funday"), ("x5", "mon"), ("x5", "sunday!"), ("x31", "europe"), ("x81", "Sept"),
+    ("x82", "other"), ("x5", 5), ("x82", True), ("x31", ["asia"]),
+])
+def test_parse_level_rejects_unknown_values(field, raw):
+    with pytest.raises(FieldError) as caught:
+        parse_level(field, raw)
+    for level in CATEGORICAL_LEVELS[field]:
+        assert level in str(caught.value)
+
+
+@pytest.mark.parametrize("field", CATEGORICAL_FIELDS)
+@pytest.mark.parametrize("raw", MISSING_MARKERS)
+def test_parse_level_missing(field, raw):
+    assert parse_level(field, raw) is None
+
+
+# --------------------------------------------------------------------------- one-hot layout
+
+def test_dummy_columns_drop_the_alphabetically_first_level():
+    assert dummy_columns("x5") == ["x5_monday", "x5_saturday", "x5_sunday", "x5_thursday", "x5_tuesday",
+                                   "x5_wednesday", "x5_nan"]
+    assert dummy_columns("x31") == ["x31_asia", "x31_germany", "x31_japan", "x31_nan"]
+    assert dummy_columns("x82") == ["x82_Male", "x82_nan"]
+    months = dummy_columns("x81")
+    assert "x81_April" not in months and months[-1] == "x81_nan" and len(months) == 12
+    assert months[:-1] == sorted(months[:-1])
+    references = {"x5": "friday", "x31": "america", "x81": "April", "x82": "Female"}
+    for field, reference in references.items():
+        columns = dummy_columns(field)
+        assert f"{field}_{reference}" not in columns
+        assert {f"{field}_{level}" for level in CATEGORICAL_LEVELS[field]} - set(columns) == \
+            {f"{field}_{reference}"}
+
+
+def test_all_model_columns():
+    columns = all_model_columns()
+    assert len(columns) == 121
+    assert len(set(columns)) == 121
+    assert columns[:96] == list(NUMERIC_FIELDS)
+    assert columns[96:] == [c for f in CATEGORICAL_FIELDS for c in dummy_columns(f)]
+
+
+def test_split_dummy_inverts_the_column_names():
+    for column in all_model_columns():
+        parts = split_dummy(column)
+        if column in NUMERIC_FIELDS:
+            assert parts is None
+            continue
+        field, level = parts
+        assert field in CATEGORICAL_FIELDS
+        if column.endswith("_nan"):
+            assert level is None
+        else:
+            assert level in CATEGORICAL_LEVELS[field] and column == f"{field}_{level}"
