@@ -6,6 +6,7 @@ cd "$(dirname "$0")"
 source scripts/venv.sh
 
 ensure_venv requirements-dev.txt
+deploy/k8s/install-tools.sh   # checkov and kubernetes-validate, in a venv of their own
 echo "==> running tests"
 .venv/bin/python -m pytest \
   --cov --cov-report=term-missing --cov-report=html:htmlcov --cov-fail-under=95 "$@"
