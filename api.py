@@ -24,6 +24,7 @@ from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 import openapi
+from csv_io import decode_csv, encode_csv
 from decoding import RequestError
 from model_utils import ArtifactError, Model, load_model
 from observability import DriftProfile, Observability, request_id
@@ -33,6 +34,7 @@ log = logging.getLogger("api")
 access_log = logging.getLogger("api.access")
 PROBLEM_TYPE = "urn:ad-purchase-api:problem:"
 TRUE_WORDS = ("1", "true", "yes")
+INPUT_TYPES = ("application/json", "text/csv")   # the first is the default answer
 
 # Sent with every response.  The API answers JSON only, so it forbids everything a page could
 # do; the Swagger UI page needs its own scripts and styles (and Swagger UI's inline bootstrap).
@@ -129,17 +131,20 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.post("/predict")
     def predict() -> Response:
-        if request.mimetype != "application/json":
+        if request.mimetype not in INPUT_TYPES:
             return problem(415, "Unsupported media type",
-                           f"Send the records as application/json (got {request.mimetype or 'no Content-Type'}).",
-                           "unsupported-media-type")
+                           "Send the records as application/json or text/csv "
+                           f"(got {request.mimetype or 'no Content-Type'}).", "unsupported-media-type")
         if model is None:
             return problem(503, "Model not loaded", "The service has no verified model to score with.",
                            "not-ready")
         explain = request.args.get("explain", "").lower() in TRUE_WORDS
         body = request.get_data(cache=False)
         try:
-            batch = model.decoder.decode(body)
+            if request.mimetype == "text/csv":
+                batch = decode_csv(body, model.decoder.numeric_fields, settings.MAX_BATCH_ROWS)
+            else:
+                batch = model.decoder.decode(body)
         except RequestError as exc:
             monitor.observe_invalid(exc.errors)
             extra = {"errors": exc.errors, "total_errors": exc.total_errors} if exc.errors else {}
@@ -147,6 +152,8 @@ def create_app(config: dict | None = None) -> Flask:
         scores = model.score(batch)
         g.rows = batch.rows
         monitor.observe_scores(batch, scores.phat, scores.outcome)
+        if request.accept_mimetypes.best_match(INPUT_TYPES) == "text/csv":
+            return Response(encode_csv(model, scores), mimetype="text/csv")
         return Response(model.encode(batch, scores, explain), mimetype="application/json")
 
     @app.get("/health")

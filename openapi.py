@@ -38,6 +38,19 @@ def _field_schema(name: str) -> dict:
             "description": f"finite number or numeric string; {_MISSING_TEXT}", "example": "0.137"}
 
 
+def _csv_example(records: list[dict]) -> str:
+    """The batch example as a CSV body."""
+    lines = [",".join(FIELDS)]
+    for record in records:
+        lines.append(",".join(_csv_cell(record[f]) for f in FIELDS))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
 def _problem(description: str) -> dict:
     return {"description": description,
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
@@ -76,23 +89,31 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
                                 "description": "Add `contributions`: each model input's share of the log-odds "
                                                "(coefficient x input); they sum to logit(phat)."}],
                 "description": f"An object gives one result object; an array of 1 to {max_rows} objects gives "
-                               "an array of results in the same order. One invalid row fails the whole "
-                               "request and the error lists every problem (row is the 0-based array index).",
+                               "an array of results in the same order. A text/csv body (header row with "
+                               "x0..x99) is scored the same way; send Accept: text/csv for a CSV answer. "
+                               "One invalid row fails the whole request and the error lists every problem "
+                               "(row is the 0-based array index for JSON, the 1-based data line for CSV).",
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"oneOf": [record_ref, {"type": "array", "items": record_ref,
                                                       "minItems": 1, "maxItems": max_rows}]},
                     "examples": {"single": {"summary": "one record", "value": single},
                                  "batch": {"summary": "a batch of four records", "value": batch}},
+                }, "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": _csv_example(batch),
                 }}},
                 "responses": {
                     "200": {"description": "Scores, keys in alphabetical order",
                             "content": {"application/json": {
                                 "schema": {"oneOf": [result_ref, {"type": "array", "items": result_ref}]},
                                 **({"examples": {k: {"value": v} for k, v in examples_out.items()}}
-                                   if examples_out else {})}}},
+                                   if examples_out else {})},
+                                "text/csv": {"schema": {"type": "string"},
+                                             "description": "with Accept: text/csv; header row, then one line "
+                                                            "per record"}}},
                     "400": _problem("Malformed JSON, or a body that is not an object or a non-empty array of objects"),
                     "413": _problem(f"More than {max_rows} records, or a body over the size limit"),
-                    "415": _problem("Content-Type is not application/json"),
+                    "415": _problem("Content-Type is neither application/json nor text/csv"),
                     "422": _problem("Field values that cannot be used; `errors` lists row, field, value, message"),
                     "503": _problem("The model is not loaded"),
                 },

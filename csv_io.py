@@ -1,0 +1,384 @@
+"""CSV in, CSV out: the same input contract as the JSON body, for files and text/csv requests.
+
+    decode_csv(data, numeric_fields, max_rows) -> Batch
+    encode_csv(model, scores, ids=None)        -> str
+
+A CSV has a header row naming the raw fields x0..x99 (in any order; other columns are
+ignored).  Every field of every data row is read with the schema's rules, exactly as the JSON
+careful path reads a string value, and the result is the same `Batch` the JSON decoder gives,
+so `Model.score` returns the same numbers for the same rows however they arrived.
+
+Rows are numbered as data lines: the first line after the header is row 1, so in the usual
+one-line header a row's number is its file line number minus one.  Blank lines are skipped but
+still counted, so the numbers keep pointing at the right lines.
+
+Clean columns are converted in bulk: numpy reads a whole block of numeric text at once, and
+the few spellings where its reading and the schema's could differ (underscores, infinities,
+non-ASCII text) send that column to the per-cell reader, which is the authority and reports
+every bad cell with its row, field and value.  The batch holds every numeric field, as the
+JSON careful path's does, and values of the model's inputs beyond MAX_MAGNITUDE are refused
+as the JSON decoder refuses them.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import operator
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import msgspec
+import numpy as np
+
+from decoding import MAX_MAGNITUDE, MAX_REPORTED_ERRORS, Batch, RequestError
+from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS,
+                    PERCENT_FIELD, FieldError, numeric_parser, parse_level)
+
+# Numeric fields whose text numpy can convert in bulk; x12 and x63 have spellings of their own.
+_PLAIN_FIELDS = tuple(f for f in NUMERIC_FIELDS if f not in (CURRENCY_FIELD, PERCENT_FIELD))
+_FIELD_ORDER = {field: i for i, field in enumerate(FIELDS)}
+_LEVEL_CODES = {field: {level: code for code, level in enumerate(levels)}
+                for field, levels in CATEGORICAL_LEVELS.items()}
+# Missing markers written the common ways; float() reads "nan" itself but not these.
+_MISSING_AS_NAN = {spelling: "nan" for spelling in ("", "NA", "na", "Na", "nA", "null", "NULL", "Null")}
+SHOWN_ROWS = 20
+
+
+@dataclass(frozen=True)
+class Header:
+    """Where each raw field (and the optional id column) sits in a row."""
+
+    names: tuple[str, ...]
+    positions: dict[str, int]          # field -> column index, for x0..x99
+    id_position: int | None
+    lines: int                         # physical lines the header took
+
+    @property
+    def width(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class Chunk:
+    """Validated rows with their data-row numbers and, when asked for, their ids."""
+
+    batch: Batch
+    rows: np.ndarray                   # 1-based data-row number of each row (header excluded)
+    ids: list[str] | None
+
+
+def _bad_csv(detail: str) -> RequestError:
+    return RequestError(400, "Malformed CSV", detail)
+
+
+def csv_reader(stream: Iterable[str]):
+    """The CSV dialect read everywhere: commas, double quotes, and a malformed quote is an error."""
+    return csv.reader(stream, strict=True)
+
+
+def read_header(reader, id_column: str | None = None) -> Header:
+    """The header row: every raw field present once; `id_column`, if given, present once."""
+    try:
+        names = next(reader, None)
+        while names is not None and not names:      # blank lines before the header
+            names = next(reader, None)
+    except csv.Error as exc:
+        raise _bad_csv(f"The header row cannot be read as CSV: {exc}.") from None
+    if names is None:
+        raise _bad_csv("The CSV is empty; send a header row naming x0..x99 and one or more data rows.")
+    names = tuple(name.strip().lstrip("\ufeff").strip() for name in names)
+    positions: dict[str, int] = {}
+    id_positions = [index for index, name in enumerate(names) if name == id_column]
+    repeated = set()
+    for index, name in enumerate(names):
+        if name in _FIELD_ORDER:
+            if name in positions:
+                repeated.add(name)
+            positions[name] = index
+    if len(id_positions) > 1:
+        repeated.add(id_column)
+    if repeated:
+        raise _bad_csv("The header names these columns more than once: " + ", ".join(sorted(repeated)) + ".")
+    missing = [field for field in FIELDS if field not in positions]
+    if id_column is not None and not id_positions:
+        missing.append(id_column)
+    if missing:
+        raise _bad_csv(f"The header row lacks {len(missing)} required column(s): {', '.join(missing)}.")
+    id_position = id_positions[0] if id_positions else None
+    return Header(names, positions, id_position, reader.line_num)
+
+
+def read_rows(reader, header: Header, limit: int) -> tuple[list[list[str]], list[int]]:
+    """Up to `limit` data rows and the data-row number (file line minus header lines) of each.
+
+    Blank lines are skipped; a row with a different number of cells than the header is an error.
+    """
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    width = header.width
+    previous = reader.line_num
+    try:
+        for row in reader:
+            if row:
+                if len(row) != width:
+                    line = previous + 1
+                    raise _bad_csv(f"Row {line - header.lines} (line {line}) has {len(row)} cells; "
+                                   f"the header has {width}.")
+                rows.append(row)
+                numbers.append(previous + 1 - header.lines)
+                if len(rows) == limit:
+                    break
+            previous = reader.line_num
+    except csv.Error as exc:
+        line = previous + 1
+        raise _bad_csv(f"Row {line - header.lines} (line {line}) cannot be read as CSV: {exc}.") from None
+    return rows, numbers
+
+
+class _Errors:
+    """Invalid cells: the first MAX_REPORTED_ERRORS per field are kept, all are counted."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[int, int, str, str, str]] = []
+        self.total = 0
+
+    def add(self, field: str, problems: list[tuple[int, str, str]], total: int) -> None:
+        order = _FIELD_ORDER[field]
+        self.kept.extend((row, order, field, value, message) for row, value, message in problems)
+        self.total += total
+
+    def raise_if_any(self) -> None:
+        if not self.total:
+            return
+        self.kept.sort(key=operator.itemgetter(0, 1))
+        reported = self.kept[:MAX_REPORTED_ERRORS]
+        errors = [{"row": row, "field": field, "value": value, "message": message}
+                  for row, _, field, value, message in reported]
+        rows = sorted({e["row"] for e in errors})
+        shown = ", ".join(map(str, rows[:SHOWN_ROWS])) + (" ..." if len(rows) > SHOWN_ROWS or
+                                                          self.total > len(reported) else "")
+        raise RequestError(422, "Invalid field values",
+                           f"{self.total} invalid value(s) in row(s) {shown}; nothing was scored.",
+                           errors, self.total)
+
+
+def _cell_by_cell(field: str, cells: Sequence[str], numbers: Sequence[int], read, errors: _Errors) -> list:
+    """Every cell through the schema's reader; bad cells go to `errors`, their result is None."""
+    out = []
+    problems: list[tuple[int, str, str]] = []
+    total = 0
+    for cell, number in zip(cells, numbers):
+        try:
+            out.append(read(cell))
+        except FieldError as exc:
+            out.append(None)
+            total += 1
+            if len(problems) < MAX_REPORTED_ERRORS:
+                problems.append((number, cell, str(exc)))
+    if total:
+        errors.add(field, problems, total)
+    return out
+
+
+def _bulk_numbers(cells: list[str], width: int) -> np.ndarray | None:
+    """Row-major text cells to a (rows, width) float array with numpy, or None when any cell
+    needs the schema's own reading.
+
+    numpy reads ASCII text with the schema's number grammar plus underscores between digits
+    and infinities; a block holding an underscore, an infinity or any non-ASCII character is
+    left to the per-cell reader, which decides.  NaN comes only from the spellings of "nan",
+    all of them missing markers.
+    """
+    flat = "".join(cells)
+    if "_" in flat or not flat.isascii():
+        return None
+    del flat
+    try:
+        numbers = np.array(cells, dtype=float)
+    except ValueError:
+        try:
+            numbers = np.array([_MISSING_AS_NAN.get(c, c) for c in cells], dtype=float)
+        except ValueError:
+            return None
+    if np.isinf(numbers).any():
+        return None
+    return numbers.reshape(-1, width)
+
+
+def _plain_columns(field_cells: dict[str, Sequence[str]], numbers: Sequence[int],
+                   errors: _Errors) -> dict[str, np.ndarray]:
+    """Column by column: the clean ones in bulk, the others cell by cell (bad cells become NaN)."""
+    out = {}
+    for field, cells in field_cells.items():
+        bulk = _bulk_numbers(list(cells), len(cells))
+        if bulk is None:
+            values = _cell_by_cell(field, cells, numbers, numeric_parser(field), errors)
+            out[field] = np.array([np.nan if v is None else v for v in values], dtype=float)
+        else:
+            out[field] = bulk[0]
+    return out
+
+
+def _check_magnitude(field: str, values: np.ndarray, rows: Sequence[Sequence[str]], position: int,
+                     numbers: Sequence[int], errors: _Errors) -> None:
+    """A model input beyond MAX_MAGNITUDE is refused, as the JSON decoder refuses it."""
+    too_large = np.flatnonzero(np.abs(values) > MAX_MAGNITUDE)
+    if too_large.size:
+        message = f"must be at most {MAX_MAGNITUDE:g} in size"
+        errors.add(field, [(numbers[i], rows[i][position], message) for i in too_large[:MAX_REPORTED_ERRORS]],
+                   int(too_large.size))
+
+
+def _level_codes(field: str, cells: Sequence[str], numbers: Sequence[int], errors: _Errors) -> np.ndarray:
+    """Level codes (-1 missing) for a categorical column: each distinct spelling is read once."""
+    lookup: dict[str, int] = {}
+    bad: set[str] = set()
+    for spelling in set(cells):
+        try:
+            level = parse_level(field, spelling)
+        except FieldError:
+            bad.add(spelling)
+            continue
+        lookup[spelling] = -1 if level is None else _LEVEL_CODES[field][level]
+    if bad:
+        _cell_by_cell(field, cells, numbers, lambda v: parse_level(field, v), errors)
+        return np.zeros(len(cells), dtype=np.int8)
+    return np.fromiter(map(lookup.__getitem__, cells), dtype=np.int8, count=len(cells))
+
+
+def decode_rows(rows: Sequence[Sequence[str]], numbers: Sequence[int], header: Header,
+                numeric_fields: Iterable[str]) -> Batch:
+    """Validated columns from parsed rows; raises RequestError(422) listing the bad cells.
+
+    Like the JSON decoder's careful path, the batch holds every numeric field (all are parsed
+    anyway) and every categorical; values of `numeric_fields`, the model's inputs, must also be
+    at most MAX_MAGNITUDE in size.
+    """
+    wanted = set(numeric_fields)
+    count = len(rows)
+    errors = _Errors()
+    numeric: dict[str, np.ndarray] = {}
+
+    plain_positions = [header.positions[f] for f in _PLAIN_FIELDS]
+    block = list(map(operator.itemgetter(*plain_positions), rows))
+    bulk = _bulk_numbers(list(itertools.chain.from_iterable(block)), len(plain_positions))
+    if bulk is not None:
+        numeric.update(zip(_PLAIN_FIELDS, bulk.T.copy()))    # one contiguous row per field
+    else:                                       # find the column(s) at fault, one at a time
+        numeric.update(_plain_columns(dict(zip(_PLAIN_FIELDS, zip(*block))), numbers, errors))
+    del block, bulk
+
+    for field in (CURRENCY_FIELD, PERCENT_FIELD):
+        cells = [row[header.positions[field]] for row in rows]
+        read = numeric_parser(field)
+        try:
+            numeric[field] = np.array([read(cell) for cell in cells], dtype=float)
+        except FieldError:
+            values = _cell_by_cell(field, cells, numbers, read, errors)
+            numeric[field] = np.array([np.nan if v is None else v for v in values], dtype=float)
+
+    for field in NUMERIC_FIELDS:
+        if field in wanted:
+            _check_magnitude(field, numeric[field], rows, header.positions[field], numbers, errors)
+
+    codes = {}
+    for field in CATEGORICAL_FIELDS:
+        cells = [row[header.positions[field]] for row in rows]
+        codes[field] = _level_codes(field, cells, numbers, errors)
+
+    errors.raise_if_any()
+    return Batch(count, False, {f: numeric[f] for f in NUMERIC_FIELDS}, codes)
+
+
+def text_of(data: bytes | str) -> str:
+    """The body as text: UTF-8, with a leading byte-order mark dropped."""
+    if isinstance(data, str):
+        return data[1:] if data.startswith("\ufeff") else data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _bad_csv(f"The CSV is not valid UTF-8 (byte {exc.start}, line {line}).") from None
+
+
+def decode_csv_chunk(data: bytes | str, numeric_fields: Iterable[str], max_rows: int,
+                     id_column: str | None = None) -> Chunk:
+    """A whole CSV body: the batch, each row's data-row number, and the ids if `id_column` is given."""
+    reader = csv_reader(io.StringIO(text_of(data), newline=""))
+    header = read_header(reader, id_column)
+    rows, numbers = read_rows(reader, header, max_rows + 1)
+    if not rows:
+        raise _bad_csv("The CSV has a header row but no data rows; send one or more rows.")
+    if len(rows) > max_rows:
+        raise RequestError(413, "Batch too large",
+                           f"The CSV has more than {max_rows} data rows; the limit is {max_rows}.")
+    batch = decode_rows(rows, numbers, header, numeric_fields)
+    ids = None if header.id_position is None else [row[header.id_position] for row in rows]
+    return Chunk(batch, np.array(numbers, dtype=np.int64), ids)
+
+
+def decode_csv(data: bytes | str, numeric_fields: Iterable[str], max_rows: int) -> Batch:
+    """A CSV body (header row naming x0..x99, then 1..max_rows data rows) as a validated Batch.
+
+    Raises RequestError: 400 for text that is not UTF-8 or not CSV, a header lacking fields, or
+    no data rows; 413 for more than `max_rows` rows; 422 listing every bad cell (row, field, value,
+    message; the first MAX_REPORTED_ERRORS of them) with `total_errors` counting all.
+    """
+    return decode_csv_chunk(data, numeric_fields, max_rows).batch
+
+
+def encode_csv(model, scores, ids: Sequence | None = None, id_column: str = "id") -> str:
+    """Scores as CSV: the header is `model.result_fields` (with `id_column` first when ids are
+    given), floats in their shortest round-trip text so they read back exactly, business_outcome
+    as 0/1."""
+    out = io.StringIO()
+    write_scores(out, model, scores, ids, id_column, header=True)
+    return out.getvalue()
+
+
+def result_header(model, id_column: str | None = None) -> list[str]:
+    return ([id_column] if id_column is not None else []) + list(model.result_fields)
+
+
+def _csv_cell(value) -> str:
+    """One cell as CSV writes it: quoted only when it holds a separator, quote or line break."""
+    text = str(value)
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _float_rows(floats: np.ndarray) -> list[str]:
+    """Each row of a float matrix as comma-separated text, every value in its shortest
+    round-trip form (the digits repr() gives, so each cell reads back as the same float).
+
+    msgspec formats the whole matrix in C, with the same number text as the JSON responses;
+    it would write NaN or infinity as null, so a matrix holding one goes through repr().
+    """
+    if not len(floats):
+        return []
+    if np.isfinite(floats).all():
+        return msgspec.json.encode(floats.tolist())[2:-2].decode("ascii").split("],[")
+    return [repr(row)[1:-1].replace(", ", ",") for row in floats.tolist()]
+
+
+def write_scores(stream, model, scores, ids: Sequence | None = None, id_column: str = "id",
+                 header: bool = True) -> None:
+    """Append scored rows to a text stream (header first when `header`)."""
+    if header:
+        stream.write(",".join(map(_csv_cell, result_header(model, id_column if ids is not None else None))) + "\n")
+    if model.result_fields[0] != "business_outcome":       # alphabetical order puts it first
+        raise ValueError("result fields must start with business_outcome")
+    position = {name: i for i, name in enumerate(model.features)}
+    floats = np.empty((len(scores.phat), len(model.result_fields) - 1))
+    for column, name in enumerate(model.result_fields[1:]):
+        floats[:, column] = scores.phat if name == "phat" else scores.inputs[:, position[name]]
+    outcomes = scores.outcome.tolist()
+    if ids is not None and len(ids) != len(outcomes):
+        raise ValueError(f"{len(ids)} ids for {len(outcomes)} scored rows")
+    if ids is None:
+        lines = [f"{outcome},{row}\n" for outcome, row in zip(outcomes, _float_rows(floats))]
+    else:
+        lines = [f"{_csv_cell(i)},{outcome},{row}\n" for i, outcome, row in zip(ids, outcomes, _float_rows(floats))]
+    stream.write("".join(lines))

@@ -1,0 +1,165 @@
+"""The Swagger UI in a real browser: a person opens /apidocs, tries POST /predict with the bundled
+examples and sees the scores.
+
+The service runs under gunicorn exactly as deployed (its config file, one worker), bound to a
+free loopback port; Chromium is driven by Playwright.  A screenshot of the executed request is
+saved to test-artifacts/swagger_predict.png.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pytest
+
+from pandas_reference import PandasReference
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "swagger_predict.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+START_TIMEOUT = 90      # seconds for gunicorn to load and verify the model
+UI_TIMEOUT = 60_000     # milliseconds for the page to render or answer
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is not installed (Debian package 'chromium')", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the 'playwright' package is not installed "
+                                                             "(pip install -r requirements-browser.txt)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def gunicorn_command() -> list[str]:
+    beside = Path(sys.executable).parent / "gunicorn"
+    return [str(beside)] if beside.exists() else [shutil.which("gunicorn") or "gunicorn"]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """gunicorn serving api:app with the shipped model on 127.0.0.1:<free port>; stopped afterwards."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY="1", MODEL_DIR=str(ROOT / "objs"))
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*gunicorn_command(), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "api:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not answer /health in {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def expected():
+    """The examples scored by the plain pandas implementation, not by the service."""
+    reference = PandasReference(ROOT / "objs")
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # the scaler was fitted on an array
+        for name in ("single", "batch"):
+            payload = json.loads((ROOT / "examples" / f"{name}.json").read_text())
+            out[name] = reference.predict([payload] if isinstance(payload, dict) else payload)
+    return out
+
+
+def assert_close(results: list[dict], expected: list[dict]) -> None:
+    assert len(results) == len(expected)
+    for got, want in zip(results, expected):
+        assert got["business_outcome"] == want["business_outcome"]
+        for key in ("phat", *[k for k in want if k not in ("phat", "business_outcome")]):
+            assert math.isclose(got[key], want[key], rel_tol=0, abs_tol=1e-9), (key, got[key], want[key])
+
+
+def execute_example(operation, example: str) -> tuple[str, str]:
+    """Choose a request-body example, press Execute; the status and body the page then shows."""
+    operation.locator(".opblock-section-request-body select.examples-select-element").select_option(example)
+    body_editor = operation.locator(".opblock-section-request-body textarea.body-param__text")
+    sync_api.expect(body_editor).to_contain_text('"x0"', timeout=UI_TIMEOUT)
+    responses = operation.locator(".live-responses-table")
+    # Clear a previous answer first so the wait below sees the new one.
+    clear = operation.locator("button.btn-clear")
+    if clear.count():
+        clear.first.click()
+        sync_api.expect(responses).to_have_count(0, timeout=UI_TIMEOUT)
+    operation.locator("button.execute").click()
+    status = responses.locator("tbody .response-col_status").first
+    sync_api.expect(status).to_have_text("200", timeout=UI_TIMEOUT)
+    body = responses.locator(".response-col_description pre").first
+    sync_api.expect(body).to_contain_text("phat", timeout=UI_TIMEOUT)
+    return status.inner_text().strip(), body.inner_text()
+
+
+def test_swagger_ui_executes_the_predict_examples(service, browser, expected):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(service + "/apidocs/", wait_until="domcontentloaded")
+        summary = page.locator(".opblock-post .opblock-summary").filter(has_text="/predict")
+        sync_api.expect(summary).to_have_count(1, timeout=UI_TIMEOUT)
+        summary.click()
+        operation = page.locator(".opblock-post").filter(has=page.locator('[data-path="/predict"]'))
+        operation.get_by_role("button", name="Try it out").click()
+        sync_api.expect(operation.locator("button.execute")).to_be_visible(timeout=UI_TIMEOUT)
+
+        status, body = execute_example(operation, "batch")
+        assert status == "200"
+        results = json.loads(body)
+        assert isinstance(results, list)
+        assert_close(results, expected["batch"])
+
+        status, body = execute_example(operation, "single")
+        assert status == "200"
+        result = json.loads(body)
+        assert isinstance(result, dict) and list(result)[:2] == ["business_outcome", "phat"]
+        assert_close([result], expected["single"])
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(".live-responses-table").scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOT))
+        assert SCREENSHOT.stat().st_size > 10_000
+    finally:
+        page.close()
