@@ -17,7 +17,7 @@ RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY api.py artifacts.py decoding.py model_utils.py observability.py openapi.py schema.py gunicorn.conf.py ./
+COPY api.py artifacts.py csv_io.py decoding.py model_utils.py observability.py openapi.py schema.py gunicorn.conf.py ./
 COPY data/ data/
 COPY examples/ examples/
 COPY templates/ templates/

@@ -91,6 +91,7 @@ def create_app(config: dict | None = None) -> Flask:
         raise SystemExit(f"MODEL_DIR {model_dir} does not exist; train a model with train.py or set MODEL_DIR")
 
     app = Flask(__name__)
+    app.config["DEBUG"] = False        # never the debugger, whatever FLASK_DEBUG says
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_CONTENT_LENGTH
     app.config["SETTINGS"] = settings
     model: Model | None = None
@@ -163,7 +164,7 @@ def create_app(config: dict | None = None) -> Flask:
     @app.get("/ready")
     def ready() -> Response:
         if model is None:
-            return problem(503, "Not ready", f"Model not loaded: {_public(load_error)}", "not-ready")
+            return problem(503, "Not ready", f"Model not loaded: {_public(load_error, model_dir)}", "not-ready")
         return _json({"status": "ready", "model": model.name, "version": model.version})
 
     @app.get("/model")
@@ -201,9 +202,11 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
-def _public(message: str) -> str:
+def _public(message: str, model_dir: Path) -> str:
     """An error message without the server's folder layout."""
-    return message.replace(str(ROOT) + os.sep, "")
+    for folder in (model_dir.resolve(), model_dir, ROOT):
+        message = message.replace(str(folder) + os.sep, "").replace(str(folder), "MODEL_DIR")
+    return message
 
 
 def _add_swagger(app: Flask, model: Model | None, settings: Settings) -> None:
@@ -211,11 +214,13 @@ def _add_swagger(app: Flask, model: Model | None, settings: Settings) -> None:
     examples = {}
     features: list[str] = list(model.features) if model else []
     if model is not None:
-        for name in ("single", "batch"):
-            body = msgspec.json.encode(load_example(name))
-            examples[name] = msgspec.json.decode(model.predict_body(body))
-        examples["explained"] = msgspec.json.decode(
-            model.predict_body(msgspec.json.encode(load_example("single")), explain=True))
+        for name, example, explain in (("single", "single", False), ("batch", "batch", False),
+                                       ("explained", "single", True)):
+            try:
+                body = model.predict_body(msgspec.json.encode(load_example(example)), explain=explain)
+            except RequestError:       # e.g. MAX_BATCH_ROWS below the batch example's four rows
+                continue
+            examples[name] = msgspec.json.decode(body)
     spec = openapi.build_spec(features, settings.MAX_BATCH_ROWS, examples)
 
     assets = swagger_ui_bundle.swagger_ui_path

@@ -1,0 +1,223 @@
+"""What operators watch: Prometheus metrics (one process and two gunicorn workers), input drift
+against the training profile, the JSON access log, and explanations that add up."""
+from __future__ import annotations
+
+import json
+import math
+import threading
+import uuid
+from collections import Counter
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import api
+import synthetic
+from schema import FIELDS, Profile
+
+from api_support import MODEL_DIR, ROOT, example, example_bytes, features, metadata
+from gunicorn_support import running
+
+pytestmark = pytest.mark.observability
+
+JSON = {"Content-Type": "application/json"}
+
+
+def make_app(monkeypatch, **config):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)   # one process: its own registry
+    return api.create_app({"MODEL_DIR": str(MODEL_DIR), **config})
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """{(sample name, sorted label items): value} from a text exposition."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(parsed: dict, sample: str, **labels) -> float:
+    return parsed.get((sample, tuple(sorted((k, str(v)) for k, v in labels.items()))), 0.0)
+
+
+def phat_bin(phat: float) -> str:
+    """The documented bins: 20 of width 0.05, labelled by their upper edge."""
+    return f"{min(int(phat * 20), 19) / 20 + 0.05:.2f}"
+
+
+# ------------------------------------------------------------------ metrics, one process
+
+
+def test_metrics_count_requests_rows_failures_and_outcomes(monkeypatch):
+    http = make_app(monkeypatch).test_client()
+    scored = [http.post("/predict", data=example_bytes("single"), headers=JSON).get_json()]
+    scored += http.post("/predict", data=example_bytes("batch"), headers=JSON).get_json()
+    bad = {**example("single"), "x0": "abc", "x5": "someday"}
+    assert http.post("/predict", data=json.dumps(bad), headers=JSON).status_code == 422
+    assert http.post("/predict", data=json.dumps([bad, {**bad, "x0": 1}]), headers=JSON).status_code == 422
+    assert http.get("/no-such-page").status_code == 404
+
+    response = http.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    parsed = samples(response.get_data(as_text=True))
+    assert value(parsed, "http_requests_total", route="/predict", method="POST", status="200") == 2
+    assert value(parsed, "http_requests_total", route="/predict", method="POST", status="422") == 2
+    assert value(parsed, "http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert value(parsed, "http_request_duration_seconds_count", route="/predict") == 4
+    assert value(parsed, "http_request_duration_seconds_bucket", route="/predict", le="+Inf") == 4
+    assert value(parsed, "http_request_duration_seconds_sum", route="/predict") > 0
+    assert value(parsed, "predict_rows_total") == 5
+    # x0 is invalid in the first request and in row 0 of the second; x5 in all three rows
+    assert value(parsed, "predict_validation_failures_total", field="x0") == 2
+    assert value(parsed, "predict_validation_failures_total", field="x5") == 3
+    assert sum(v for (name, _), v in parsed.items() if name == "predict_validation_failures_total") == 5
+    expected_bins = Counter(phat_bin(r["phat"]) for r in scored)
+    for label, count in expected_bins.items():
+        assert value(parsed, "predict_phat_bin_total", le=label) == count, label
+    assert sum(v for (name, _), v in parsed.items() if name == "predict_phat_bin_total") == 5
+    outcomes = Counter(r["business_outcome"] for r in scored)
+    for outcome in (0, 1):
+        assert value(parsed, "predict_business_outcome_total", outcome=outcome) == outcomes[outcome]
+    meta = metadata()
+    assert value(parsed, "model_info", name=meta["model_name"], version=meta["model_version"]) == 1
+    psi = {dict(labels)["field"]: v for (name, labels), v in parsed.items() if name == "input_drift_psi"}
+    assert set(psi) == set(FIELDS)
+    assert all(v >= 0 and math.isfinite(v) for v in psi.values())
+
+
+# ------------------------------------------------------------------ drift
+
+DRIFT_ROWS = 1000
+CHUNK = 200         # DRIFT_SAMPLE_ROWS: every row of a chunk this size is counted
+SHIFTED = ("x0", "x44", "x5")
+
+
+def post_in_chunks(http, records: list[dict]) -> None:
+    for start in range(0, len(records), CHUNK):
+        response = http.post("/predict", data=json.dumps(records[start:start + CHUNK]), headers=JSON)
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+
+
+def shift(records: list[dict]) -> list[dict]:
+    """x0 moved up by 3 standard deviations, every x5 a Monday, x44 ten times larger."""
+    sd = math.sqrt(Profile.load().numeric_stats["x0"]["var"])
+    out = []
+    for record in records:
+        changed = dict(record, x5="monday")
+        if record["x0"] != "nan":
+            changed["x0"] = repr(float(record["x0"]) + 3 * sd)
+        if record["x44"] != "nan":
+            changed["x44"] = repr(float(record["x44"]) * 10)
+        out.append(changed)
+    return out
+
+
+def test_drift_stays_quiet_for_training_like_rows_and_flags_exactly_the_shifted_fields(monkeypatch):
+    records = synthetic.to_records(synthetic.generate(DRIFT_ROWS, seed=21))
+
+    steady = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=0).test_client()
+    post_in_chunks(steady, records)
+    report = steady.get("/model/drift").get_json()
+    assert report["thresholds"] == {"watch": 0.1, "alert": 0.2, "min_rows": 100}
+    assert report["alerts"] == []
+    assert set(report["fields"]) == set(FIELDS)
+    for field, item in report["fields"].items():
+        assert item["rows"] >= 0.95 * DRIFT_ROWS, (field, item)
+        assert item["psi"] < 0.2 and item["status"] in ("ok", "watch"), (field, item)
+    print("\nsteady rows, largest PSI:", sorted(((v["psi"], f) for f, v in report["fields"].items()))[-3:])
+
+    drifted = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=0).test_client()
+    post_in_chunks(drifted, shift(records))
+    report = drifted.get("/model/drift").get_json()
+    print("shifted rows:", {f: report["fields"][f] for f in SHIFTED})
+    assert report["alerts"] == sorted(SHIFTED)
+    for field, item in report["fields"].items():
+        if field in SHIFTED:
+            assert item["psi"] > 0.2 and item["status"] == "alert", (field, item)
+        else:
+            assert item["psi"] < 0.2, (field, item)
+    exposed = samples(drifted.get("/metrics").get_data(as_text=True))
+    for field in SHIFTED:
+        assert value(exposed, "input_drift_psi", field=field) == pytest.approx(report["fields"][field]["psi"], abs=1e-6)
+
+
+def test_drift_reports_insufficient_data_before_enough_rows(monkeypatch):
+    http = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=0).test_client()
+    http.post("/predict", data=example_bytes("batch"), headers=JSON)
+    report = http.get("/model/drift").get_json()
+    assert report["alerts"] == []
+    assert {item["status"] for item in report["fields"].values()} == {"insufficient data"}
+
+
+# ------------------------------------------------------------------ explanations
+
+
+def test_contributions_add_up_to_the_log_odds_for_every_row(monkeypatch):
+    http = make_app(monkeypatch).test_client()
+    results = http.post("/predict?explain=true", data=example_bytes("batch"), headers=JSON).get_json()
+    assert len(results) == len(example("batch"))
+    for result in results:
+        contributions = result["contributions"]
+        assert sorted(contributions) == sorted(features())
+        phat = result["phat"]
+        assert abs(math.fsum(contributions.values()) - math.log(phat / (1 - phat))) <= 1e-9, result
+        coefficients = metadata()["coefficients"]
+        for name, part in contributions.items():
+            coef = coefficients[name]["coef"] if isinstance(coefficients[name], dict) else coefficients[name]
+            assert part == pytest.approx(coef * result[name], abs=1e-9), name
+    plain = http.post("/predict", data=example_bytes("batch"), headers=JSON).get_json()
+    assert all("contributions" not in r for r in plain)
+    assert [r["phat"] for r in plain] == [r["phat"] for r in results]
+
+
+# ------------------------------------------------------------------ two gunicorn workers
+
+BATCH = example_bytes("batch")
+SINGLE = example_bytes("single")
+
+
+def test_metrics_add_up_over_workers_and_the_access_log_is_json(tmp_path):
+    sent_rows, request_ids, lock = [], [], threading.Lock()
+
+    def client(server, count: int) -> None:
+        for i in range(count):
+            rid = uuid.uuid4().hex
+            body, rows = (BATCH, 4) if i % 2 else (SINGLE, 1)
+            reply = server.post("/predict", body, headers={"X-Request-ID": rid})
+            assert reply.status == 200 and reply.headers["x-request-id"] == rid
+            with lock:
+                sent_rows.append(rows)
+                request_ids.append((rid, rows))
+
+    with running(tmp_path) as server:
+        workers = server.worker_pids()
+        threads = [threading.Thread(target=client, args=(server, 30)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not any(t.is_alive() for t in threads) and len(sent_rows) == 120
+        parsed = samples(server.get("/metrics").body.decode())
+        metric_files = {p.name for p in (tmp_path / "metrics").iterdir()}
+        invalid = server.post("/predict", b"{", headers={"X-Request-ID": "bad-json-1"})
+        assert invalid.status == 400
+        output = server.output()
+
+    # Both workers counted something, and /metrics (served by one of them) adds both up.
+    assert all(any(name.endswith(f"_{pid}.db") and name.startswith("counter") for name in metric_files)
+               for pid in workers), (workers, metric_files)
+    assert value(parsed, "predict_rows_total") == sum(sent_rows) == 300
+    assert value(parsed, "http_requests_total", route="/predict", method="POST", status="200") == 120
+
+    lines = {}
+    for line in output.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            lines[entry["request_id"]] = entry
+    for rid, rows in request_ids:
+        entry = lines[rid]
+        assert entry["route"] == "/predict" and entry["status"] == 200 and entry["rows"] == rows
+        assert entry["method"] == "POST" and isinstance(entry["latency_ms"], (int, float)) and entry["latency_ms"] > 0
+    failed = lines["bad-json-1"]
+    assert failed["status"] == 400 and failed["rows"] == 0
