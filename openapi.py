@@ -9,12 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from schema import (CATEGORICAL_LEVELS, CATEGORICAL_MEANING, CURRENCY_EXAMPLES, CURRENCY_FIELD, FIELDS,
-                    NUMBER_PATTERN, PERCENT_EXAMPLES, PERCENT_FIELD, load_example)
+                    PERCENT_EXAMPLES, PERCENT_FIELD, load_example)
 
 API_VERSION = "1.0.0"
-_MISSING_TEXT = 'null, "" or "nan"/"NA" in any case mean missing'
-# JSON Schema patterns have no case-insensitive flag; spell the missing markers out.
-_NUMERIC_TEXT = rf"^\s*({NUMBER_PATTERN}|[nN][aA][nN]?)?\s*$"
+_MISSING_TEXT = 'null, "" or "nan"/"NA"/"null" in any case mean missing'
+# JSON Schema patterns have no case-insensitive flag, so the missing markers are spelled out.
+# The patterns describe the usual spellings (a subset of what the service reads) and keep
+# numbers within the documented magnitude.
+_MISSING = r"[nN][aA][nN]?|[nN][uU][lL][lL]|[+-][nN][aA][nN]"
+_DIGITS = r"[0-9]{1,15}(\.[0-9]{0,15})?"
+_NUMERIC_TEXT = rf"^ *([+-]?({_DIGITS}|\.[0-9]{{1,15}})|{_MISSING})? *$"
+_PERCENT_TEXT = rf"^ *([+-]?{_DIGITS} *%?|{_MISSING})? *$"
+_CURRENCY_TEXT = rf"^ *(\(\$?[0-9]{{1,3}}(,?[0-9]{{3}}){{0,4}}(\.[0-9]{{1,2}})?\)|(-\$?|\$-?)?[0-9]{{1,3}}(,?[0-9]{{3}}){{0,4}}(\.[0-9]{{1,2}})?|{_MISSING})? *$"
+_NUMBER = {"type": "number", "minimum": -1e300, "maximum": 1e300}
 
 
 def _field_schema(name: str) -> dict:
@@ -25,17 +32,18 @@ def _field_schema(name: str) -> dict:
                                f"(case and surrounding spaces ignored); {_MISSING_TEXT}",
                 "example": levels[0]}
     if name == CURRENCY_FIELD:
-        return {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}],
+        return {"nullable": True, "oneOf": [_NUMBER, {"type": "string", "pattern": _CURRENCY_TEXT}],
                 "description": "currency amount: " + ", ".join(f'"{e}"' for e in CURRENCY_EXAMPLES)
                                + f" or a number; parentheses or a minus sign mean negative; {_MISSING_TEXT}",
                 "example": CURRENCY_EXAMPLES[0]}
     if name == PERCENT_FIELD:
-        return {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string"}],
+        return {"nullable": True, "oneOf": [_NUMBER, {"type": "string", "pattern": _PERCENT_TEXT}],
                 "description": "percentage on the 0-100 scale: " + ", ".join(f'"{e}"' for e in PERCENT_EXAMPLES)
                                + f" or a number; {_MISSING_TEXT}",
                 "example": PERCENT_EXAMPLES[0]}
-    return {"nullable": True, "oneOf": [{"type": "number"}, {"type": "string", "pattern": _NUMERIC_TEXT}],
-            "description": f"finite number or numeric string; {_MISSING_TEXT}", "example": "0.137"}
+    return {"nullable": True, "oneOf": [_NUMBER, {"type": "string", "pattern": _NUMERIC_TEXT}],
+            "description": f"finite number or numeric string, at most 1e300 in size; {_MISSING_TEXT}",
+            "example": "0.137"}
 
 
 def _csv_example(records: list[dict]) -> str:
