@@ -27,6 +27,8 @@ MAX_MAGNITUDE = 1e300
 _TEXT_FIELDS = (CURRENCY_FIELD, PERCENT_FIELD, *CATEGORICAL_FIELDS)
 _LEVEL_CODES = {field: {level: code for code, level in enumerate(levels)}
                 for field, levels in CATEGORICAL_LEVELS.items()}
+# The same plus the usual missing spellings (-1), for the fast path's one-lookup-per-value pass.
+_FAST_CODES = {field: {**codes, None: -1, "nan": -1, "NaN": -1, "": -1} for field, codes in _LEVEL_CODES.items()}
 
 
 class _UseCarefulPath(Exception):
@@ -118,10 +120,11 @@ class RequestDecoder:
 
     @staticmethod
     def _fast_codes(field: str, values: list[str | None]) -> np.ndarray:
-        codes = list(map(_LEVEL_CODES[field].get, values))   # canonical spellings: the common case
-        if None in codes:                                      # other spellings, missing or unknown
-            codes = [_LEVEL_CODES[field][level] if (level := parse_level(field, value)) is not None else -1
-                     for value in values]
+        codes = list(map(_FAST_CODES[field].get, values))    # canonical spellings: the common case
+        if None in codes:                                      # other spellings, or unknown levels
+            codes = [code if code is not None else
+                     (-1 if (level := parse_level(field, value)) is None else _LEVEL_CODES[field][level])
+                     for code, value in zip(codes, values)]
         return np.array(codes, dtype=np.int8)
 
     # ------------------------------------------------------------------ careful path

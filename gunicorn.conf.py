@@ -6,9 +6,11 @@ import shutil
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '1313')}"
+# Measured on 2 cores (bench/http_bench.py): 2 gthread workers x 4 threads served 1.34-1.41x the
+# single-record requests of 2 or 4 sync workers at the same CPU per request (keep-alive).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("THREADS", "1"))
-worker_class = os.environ.get("WORKER_CLASS", "sync")
+threads = int(os.environ.get("THREADS", "4"))
+worker_class = os.environ.get("WORKER_CLASS", "gthread")
 preload_app = True                   # load and verify the model once, before forking; workers share it
 timeout = int(os.environ.get("TIMEOUT", "60"))                 # a 10,000-row batch takes well under 1 s
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # SIGTERM: in-flight requests finish

@@ -139,11 +139,10 @@ class Model:
 
     def score(self, batch: Batch) -> Scores:
         inputs = self.inputs(batch)
-        # Sum the terms column by column rather than with a matrix product, whose rounding can
-        # change with the number of rows: a record scores the same alone as inside any batch.
-        logit = np.zeros(batch.rows)
-        for column, weight in enumerate(self.coef):
-            logit += inputs[:, column] * weight
+        # Add the terms left to right in every row (a running sum), not with a matrix product,
+        # whose rounding can change with the number of rows: a record scores the same alone as
+        # inside any batch.
+        logit = np.cumsum(inputs * self.coef, axis=1)[:, -1]
         with np.errstate(over="ignore"):   # exp overflows to inf for very negative log-odds: phat 0
             phat = 1.0 / (1.0 + np.exp(-logit))   # the Logit's own link function
         return Scores(inputs, phat, (phat >= self.cutoff).astype(np.int64))
@@ -152,14 +151,13 @@ class Model:
         """One record per row with business_outcome, phat and the inputs, keys in alphabetical order;
         with `explain`, also each input's contribution to the log-odds (coefficient x input)."""
         order = self._plan.alphabetical
-        rows = np.column_stack([scores.phat, scores.inputs[:, order]]).tolist()
+        columns = [scores.phat.tolist(), *scores.inputs[:, order].T.tolist()]
         outcome = scores.outcome.tolist()
         if not explain:
-            return [self._result_type(o, *row) for o, row in zip(outcome, rows)]
+            return list(map(self._result_type, outcome, *columns))   # one C-level loop over the rows
         names = [self.features[i] for i in order]
         contributions = (scores.inputs[:, order] * self.coef[order] + 0.0).tolist()  # + 0.0: no -0.0
-        return [self._explained_type(o, dict(zip(names, c)), *row)
-                for o, c, row in zip(outcome, contributions, rows)]
+        return list(map(self._explained_type, outcome, (dict(zip(names, c)) for c in contributions), *columns))
 
     @property
     def result_fields(self) -> tuple[str, ...]:

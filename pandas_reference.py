@@ -42,7 +42,7 @@ class PandasReference:
         numeric_columns = list(self.imputer.feature_names_in_)
         numeric = df[numeric_columns].astype(float)
         imputed = pd.DataFrame(self.imputer.transform(numeric), columns=numeric_columns)
-        scaled = pd.DataFrame(self.scaler.transform(imputed), columns=numeric_columns)
+        scaled = pd.DataFrame(self.scaler.transform(imputed.to_numpy()), columns=numeric_columns)
         # DataFrame.map above re-infers dtypes (a column may come back as strings or, when every
         # value is missing, as floats); strip and case-fold on object columns so both work.
         categories = df[CATEGORICAL].astype(object).apply(lambda c: c.str.strip())

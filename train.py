@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             source = str(args.data)
         say(f"checking and parsing {len(raw):,} rows")
         data = training.parse_raw(raw)
+        training.check_size(data)
     except training.TrainingDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(f"nothing was written; {args.out} is unchanged", file=sys.stderr)

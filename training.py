@@ -84,9 +84,6 @@ def read_raw_csv(path: Path) -> pd.DataFrame:
         raise TrainingDataError(f"{path}: not a CSV in the client's format; missing columns: {shown}")
     if frame.empty:
         raise TrainingDataError(f"{path}: the file has a header but no rows")
-    if len(frame) < MIN_ROWS:
-        raise TrainingDataError(f"{path}: {len(frame)} rows are too few to fit {N_FEATURES} features "
-                                f"with a held-out check; at least {MIN_ROWS} are needed")
     return frame
 
 
@@ -218,6 +215,13 @@ class TrainingOutcome:
     split_train_target: np.ndarray
     split_train_phat: np.ndarray
     all_target: np.ndarray
+
+
+def check_size(data: ParsedData) -> None:
+    """Too few rows fit a meaningless model; refuse them before any fitting."""
+    if len(data.target) < MIN_ROWS:
+        raise TrainingDataError(f"{len(data.target)} rows are too few to fit {N_FEATURES} features with a "
+                                f"held-out check; at least {MIN_ROWS} are needed")
 
 
 def train(data: ParsedData, seed: int = 0, progress: Progress = lambda _: None) -> TrainingOutcome:

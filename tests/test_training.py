@@ -397,3 +397,17 @@ def test_published_acceptance_on_40000_rows(tmp_path, write_synthetic_csv):
     gaps = {f: abs(params[f] - published[f]["coef"]) / published[f]["std_err"] for f in shared}
     assert max(gaps.values()) <= 4, gaps
     assert abs(outcome.held_out_auc - 0.80) <= 0.02
+
+
+def test_check_size_refuses_too_few_rows():
+    """A handful of rows would fit a meaningless model; training refuses them up front."""
+    from training import MIN_ROWS, ParsedData, TrainingDataError, check_size
+    import numpy as np
+    import pandas as pd
+
+    def rows(n: int) -> ParsedData:
+        return ParsedData(pd.DataFrame(), pd.DataFrame(), np.arange(n) % 2)
+
+    check_size(rows(MIN_ROWS))
+    with pytest.raises(TrainingDataError, match=f"at least {MIN_ROWS}"):
+        check_size(rows(MIN_ROWS - 1))
