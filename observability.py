@@ -99,7 +99,10 @@ class Observability:
         info = Gauge("model_info", "The served model", ["name", "version"], registry=r,
                      multiprocess_mode="max")
         info.labels(model_name, model_version).set(1)
-        self._phat_labels = [f"{(i + 1) / PHAT_BINS:.2f}" for i in range(PHAT_BINS)]
+        # Labelled children looked up once: a label lookup costs more than the increment itself.
+        self._phat_bins = [self.phat.labels(f"{(i + 1) / PHAT_BINS:.2f}") for i in range(PHAT_BINS)]
+        self._outcome = [self.outcomes.labels("0"), self.outcomes.labels("1")]
+        self._request_children: dict[tuple[str, str, int], tuple] = {}
         self.drift = drift
         self.flush_seconds = flush_seconds
         self.decoder = decoder            # decoding.RequestDecoder: turns set-aside rows into columns
@@ -111,8 +114,13 @@ class Observability:
     # ---------------------------------------------------------------- per request
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:   # routes are the app's own (or "unmatched"), so this stays small
+            children = self._request_children[key] = (self.requests.labels(route, method, str(status)),
+                                                       self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_invalid(self, errors: list[dict]) -> None:
         for error in errors:
@@ -123,13 +131,13 @@ class Observability:
         they are parsed and binned in bulk when the pending counts are flushed."""
         self.rows.inc(batch.rows)
         bins = np.bincount(np.minimum((phat * PHAT_BINS).astype(int), PHAT_BINS - 1), minlength=PHAT_BINS)
-        for index in np.flatnonzero(bins):
-            self.phat.labels(self._phat_labels[index]).inc(int(bins[index]))
+        for index in np.flatnonzero(bins).tolist():
+            self._phat_bins[index].inc(int(bins[index]))
         buyers = int(outcome.sum())
         if buyers:
-            self.outcomes.labels("1").inc(buyers)
+            self._outcome[1].inc(buyers)
         if batch.rows - buyers:
-            self.outcomes.labels("0").inc(batch.rows - buyers)
+            self._outcome[0].inc(batch.rows - buyers)
         if self.drift is None:
             return
         if batch.rows <= DRIFT_SAMPLE_ROWS:
