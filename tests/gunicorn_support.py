@@ -68,6 +68,10 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import warnings
 from pathlib import Path
 
 import pytest
+
+import gunicorn_support
 
 from pandas_reference import PandasReference
 
@@ -29,7 +24,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "swagger_predict.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START_TIMEOUT = 90      # seconds for gunicorn to load and verify the model
 UI_TIMEOUT = 60_000     # milliseconds for the page to render or answer
 
 if not CHROMIUM.exists():
@@ -38,50 +32,11 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the 'playwright' p
                                                              "(pip install -r requirements-browser.txt)")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def gunicorn_command() -> list[str]:
-    beside = Path(sys.executable).parent / "gunicorn"
-    return [str(beside)] if beside.exists() else [shutil.which("gunicorn") or "gunicorn"]
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """gunicorn serving api:app with the shipped model on 127.0.0.1:<free port>; stopped afterwards."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY="1", MODEL_DIR=str(ROOT / "objs"))
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [*gunicorn_command(), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "api:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /health in {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    """The service under gunicorn on a free loopback port, started as in production."""
+    with gunicorn_support.running(tmp_path_factory.mktemp("gunicorn"), workers=1) as server:
+        yield server.base
 
 
 @pytest.fixture(scope="module")

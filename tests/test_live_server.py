@@ -2,41 +2,22 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from api_support import (ROOT, assert_matches, assert_result_shape, assert_safe_body, example, example_bytes,
+import gunicorn_support
+
+from api_support import (assert_matches, assert_result_shape, assert_safe_body, example, example_bytes,
                          reference_predict)
 
 STARTUP_SECONDS = 30
 SHUTDOWN_SECONDS = 30
 # Loopback only, and never through a proxy from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    base: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def request(url: str, body: bytes | None = None, content_type: str | None = None, timeout: float = 10):
@@ -55,41 +36,13 @@ def request(url: str, body: bytes | None = None, content_type: str | None = None
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gunicorn")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MODEL_DIR", "MAX_BATCH_ROWS", "MAX_CONTENT_LENGTH", "GUNICORN_CMD_ARGS")}
-    env.update(PORT=str(port), WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
-    log_path = folder / "gunicorn.log"
-    command = [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py",
-               # a private control socket, so the test never touches another instance's
-               "--control-socket", str(folder / "control.sock"), "api:app"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
-    live = Server(process, f"http://127.0.0.1:{port}", log_path)
+    """gunicorn started as in production, one worker, on a free loopback port."""
+    live = gunicorn_support.start(tmp_path_factory.mktemp("live"), WEB_CONCURRENCY=1)
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {process.returncode} during start:\n{live.output()}")
-            try:
-                if request(live.base + "/health", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /health within {STARTUP_SECONDS} s:\n{live.output()}")
-            time.sleep(0.2)
+        live.wait_for(lambda: live.answers("/health"), STARTUP_SECONDS, "/health")
         yield live
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=SHUTDOWN_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        gunicorn_support.stop(live)
 
 
 def test_live_server_is_ready(server):
