@@ -66,9 +66,10 @@ def test_a_killed_worker_is_replaced_and_few_requests_fail(tmp_path):
         assert victim not in after and len(after) == 2 and len(after - before) == 1
         assert server.get("/ready").status == 200
         assert call(server.port, "POST", "/predict", SINGLE).status == 200
-        # A sync worker holds one connection at a time (no keep-alive), so SIGKILL can lose at most the
-        # one request it was serving; connections still in the listen queue go to the other worker.
-        assert errors <= 1, outcomes
+        # SIGKILL loses only what the killed worker had in hand: each client thread has one request
+        # in flight at a time, and a gthread worker may hold all of them (a sync worker only one);
+        # connections still in the listen queue go to the other worker.
+        assert errors <= LOAD_THREADS, outcomes
         assert after_kill["ok"] > 0   # the surviving and the new worker went on serving
         assert "worker" in server.output().lower()
 
