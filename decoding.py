@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 
 from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS,
-                    PERCENT_FIELD, FieldError, is_missing, numeric_parser, parse_column, parse_level)
+                    PERCENT_FIELD, FieldError, numeric_parser, parse_column, parse_level)
 
 MAX_REPORTED_ERRORS = 100
 # A model input larger than this would overflow to infinity once standardised and weighted, so
@@ -49,7 +49,7 @@ class RequestError(Exception):
 @dataclass
 class Batch:
     """Validated rows as columns: floats (NaN when missing) for the numeric fields that were
-    asked for, and level codes (index into the schema's levels, -1 when missing) for the
+    asked for (the careful path fills all 96), and level codes (index into the schema's levels, -1 when missing) for the
     categorical fields."""
 
     rows: int

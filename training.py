@@ -153,10 +153,10 @@ def parse_raw(frame: pd.DataFrame) -> ParsedData:
 def one_hot(categorical: pd.DataFrame) -> pd.DataFrame:
     """Indicators for every level but the reference, plus a missing-value indicator."""
     columns = {}
-    for field in CATEGORICAL_FIELDS:
-        values = categorical[field].to_numpy(dtype=object)
-        for column in dummy_columns(field):
-            level = column[len(field) + 1:]
+    for name in CATEGORICAL_FIELDS:
+        values = categorical[name].to_numpy(dtype=object)
+        for column in dummy_columns(name):
+            level = column[len(name) + 1:]
             hit = pd.isna(values) if level == "nan" else values == level
             columns[column] = hit.astype(float)
     return pd.DataFrame(columns, index=categorical.index)

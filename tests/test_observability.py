@@ -15,7 +15,7 @@ import api
 import synthetic
 from schema import FIELDS, Profile
 
-from api_support import MODEL_DIR, ROOT, example, example_bytes, features, metadata
+from api_support import MODEL_DIR, example, example_bytes, features, metadata
 from gunicorn_support import running
 
 pytestmark = pytest.mark.observability

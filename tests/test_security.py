@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 import api
-from decoding import RequestError
 
 from api_support import MODEL_DIR, ROOT, assert_safe_body, example, example_bytes
 
