@@ -78,8 +78,10 @@ class Scores:
 
 
 @dataclass(frozen=True)
-class _InputPlan:
-    """numeric_inputs and dummy_inputs as index arrays, so a batch is built with a few numpy calls."""
+class InputPlan:
+    """Where each model input comes from, as index arrays, so a batch is built with a few numpy
+    calls: numeric inputs are imputed with `fill` and scaled with `mean`/`scale` (the fitted
+    imputer's and scaler's numbers), indicators compare a categorical's level code with theirs."""
 
     numeric_fields: tuple[str, ...]
     numeric_columns: np.ndarray
@@ -88,18 +90,32 @@ class _InputPlan:
     scale: np.ndarray
     dummy_columns: np.ndarray
     dummy_fields: np.ndarray      # index into CATEGORICAL_FIELDS
-    dummy_codes: np.ndarray
+    dummy_codes: np.ndarray       # level code, -1 for the missing-value indicator
     alphabetical: np.ndarray      # feature columns in the order results list them
 
     @classmethod
-    def build(cls, features: tuple[str, ...], numeric_inputs: list, dummy_inputs: list) -> "_InputPlan":
-        num = list(zip(*numeric_inputs)) or [(), (), (), (), ()]
-        dum = list(zip(*dummy_inputs)) or [(), (), ()]
-        return cls(tuple(num[1]), np.array(num[0], dtype=int), np.array(num[2], dtype=float),
-                   np.array(num[3], dtype=float), np.array(num[4], dtype=float),
-                   np.array(dum[0], dtype=int), np.array([CATEGORICAL_FIELDS.index(f) for f in dum[1]], dtype=int),
-                   np.array(dum[2], dtype=int),
-                   np.array(sorted(range(len(features)), key=lambda i: features[i]), dtype=int))
+    def build(cls, features: tuple[str, ...], imputer, scaler) -> "InputPlan":
+        position = {name: i for i, name in enumerate(NUMERIC_FIELDS)}
+        numeric = [(column, name) for column, name in enumerate(features) if split_dummy(name) is None]
+        dummies = [(column, *split_dummy(name)) for column, name in enumerate(features)
+                   if split_dummy(name) is not None]
+        fitted = [position[name] for _, name in numeric]
+        return cls(
+            numeric_fields=tuple(name for _, name in numeric),
+            numeric_columns=np.array([column for column, _ in numeric], dtype=int),
+            fill=np.asarray(imputer.statistics_, dtype=float)[fitted],
+            mean=np.asarray(scaler.mean_, dtype=float)[fitted],
+            scale=np.asarray(scaler.scale_, dtype=float)[fitted],
+            dummy_columns=np.array([column for column, _, _ in dummies], dtype=int),
+            dummy_fields=np.array([CATEGORICAL_FIELDS.index(f) for _, f, _ in dummies], dtype=int),
+            dummy_codes=np.array([-1 if level is None else CATEGORICAL_LEVELS[f].index(level)
+                                  for _, f, level in dummies], dtype=int),
+            alphabetical=np.array(sorted(range(len(features)), key=lambda i: features[i]), dtype=int))
+
+
+def _result_struct(name: str, fields_: tuple[str, ...]) -> type:
+    kinds = {"business_outcome": int, "contributions": dict[str, float]}
+    return msgspec.defstruct(name, [(f, kinds.get(f, float)) for f in fields_], gc=False)
 
 
 @dataclass
@@ -110,12 +126,19 @@ class Model:
     features: tuple[str, ...]
     coef: np.ndarray
     cutoff: float
-    numeric_inputs: list[tuple[int, str, float, float, float]]   # column, field, fill, mean, scale
-    dummy_inputs: list[tuple[int, str, int]]                      # column, field, level code (-1 = missing)
+    plan: InputPlan
     decoder: RequestDecoder = field(repr=False)
-    _plan: "_InputPlan" = field(repr=False, default=None)
-    _result_type: type = field(repr=False, default=None)
-    _explained_type: type = field(repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        # Everything a response needs that does not depend on the request, worked out once.
+        self.result_fields = tuple(sorted(("business_outcome", "phat", *self.features)))
+        if self.result_fields[:2] != ("business_outcome", "phat"):
+            raise ArtifactError(f"feature names {self.features} would not sort after business_outcome and phat")
+        self.explained_fields = tuple(sorted(("contributions", *self.result_fields)))
+        self._result_type = _result_struct("Result", self.result_fields)
+        self._explained_type = _result_struct("ExplainedResult", self.explained_fields)
+        self._alphabetical_names = [self.features[i] for i in self.plan.alphabetical]
+        self._alphabetical_coef = self.coef[self.plan.alphabetical]
 
     @property
     def name(self) -> str:
@@ -128,7 +151,7 @@ class Model:
     def inputs(self, batch: Batch) -> np.ndarray:
         """Mean-impute and scale with the fitted numbers, one-hot with the trained levels."""
         matrix = np.empty((batch.rows, len(self.features)))
-        p = self._plan
+        p = self.plan
         if p.numeric_fields:
             values = np.column_stack([batch.numeric[f] for f in p.numeric_fields])
             matrix[:, p.numeric_columns] = (np.where(np.isnan(values), p.fill, values) - p.mean) / p.scale
@@ -150,22 +173,14 @@ class Model:
     def result_records(self, scores: Scores, explain: bool = False) -> list:
         """One record per row with business_outcome, phat and the inputs, keys in alphabetical order;
         with `explain`, also each input's contribution to the log-odds (coefficient x input)."""
-        order = self._plan.alphabetical
+        order = self.plan.alphabetical
         columns = [scores.phat.tolist(), *scores.inputs[:, order].T.tolist()]
         outcome = scores.outcome.tolist()
         if not explain:
             return list(map(self._result_type, outcome, *columns))   # one C-level loop over the rows
-        names = [self.features[i] for i in order]
-        contributions = (scores.inputs[:, order] * self.coef[order] + 0.0).tolist()  # + 0.0: no -0.0
-        return list(map(self._explained_type, outcome, (dict(zip(names, c)) for c in contributions), *columns))
-
-    @property
-    def result_fields(self) -> tuple[str, ...]:
-        return tuple(sorted(("business_outcome", "phat", *self.features)))
-
-    @property
-    def explained_fields(self) -> tuple[str, ...]:
-        return tuple(sorted(("contributions", *self.result_fields)))
+        contributions = (scores.inputs[:, order] * self._alphabetical_coef + 0.0).tolist()  # + 0.0: no -0.0
+        return list(map(self._explained_type, outcome,
+                        (dict(zip(self._alphabetical_names, c)) for c in contributions), *columns))
 
     def encode(self, batch: Batch, scores: Scores, explain: bool = False) -> bytes:
         """Response bytes: an object for a one-object request, else an array in request order."""
@@ -176,11 +191,6 @@ class Model:
         """Request bytes to response bytes, the whole scoring path."""
         batch = self.decoder.decode(body)
         return self.encode(batch, self.score(batch), explain)
-
-
-def _result_struct(name: str, fields_: tuple[str, ...]) -> type:
-    kinds = {"business_outcome": int, "contributions": dict[str, float]}
-    return msgspec.defstruct(name, [(f, kinds.get(f, float)) for f in fields_], gc=False)
 
 
 def load_model(model_dir: Path | str, max_rows: int = 10_000) -> Model:
@@ -194,28 +204,10 @@ def load_model(model_dir: Path | str, max_rows: int = 10_000) -> Model:
         results = load_pickle(str(model_dir / MODEL_FILE))
         params = results.params
         coef = np.array([params[name] for name in features], dtype=float)
+        plan = InputPlan.build(features, imputer, scaler)
     except Exception as exc:  # a verified file that still does not load is a broken training run
         raise ArtifactError(f"artifacts in {model_dir} could not be loaded: {exc}") from None
-
-    position = {name: i for i, name in enumerate(NUMERIC_FIELDS)}
-    numeric_inputs, dummy_inputs = [], []
-    for column, name in enumerate(features):
-        dummy = split_dummy(name)
-        if dummy is None:
-            i = position[name]
-            numeric_inputs.append((column, name, float(imputer.statistics_[i]),
-                                   float(scaler.mean_[i]), float(scaler.scale_[i])))
-        else:
-            field_name, level = dummy
-            code = -1 if level is None else CATEGORICAL_LEVELS[field_name].index(level)
-            dummy_inputs.append((column, field_name, code))
-
-    decoder = RequestDecoder([n for _, n, *_ in numeric_inputs], max_rows)
-    model = Model(metadata, features, coef, float(metadata["cutoff"]), numeric_inputs, dummy_inputs, decoder)
-    model._plan = _InputPlan.build(features, numeric_inputs, dummy_inputs)
-    if model.result_fields[:2] != ("business_outcome", "phat"):
-        raise ArtifactError(f"feature names {features} would not sort after business_outcome and phat")
-    model._result_type = _result_struct("Result", model.result_fields)
-    model._explained_type = _result_struct("ExplainedResult", model.explained_fields)
+    model = Model(metadata, features, coef, float(metadata["cutoff"]), plan,
+                  RequestDecoder(plan.numeric_fields, max_rows))
     log.info("loaded model %s %s from %s", model.name, model.version, model_dir)
     return model
