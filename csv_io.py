@@ -264,7 +264,7 @@ def decode_rows(rows: Sequence[Sequence[str]], numbers: Sequence[int], header: H
     block = list(map(operator.itemgetter(*plain_positions), rows))
     bulk = _bulk_numbers(list(itertools.chain.from_iterable(block)), len(plain_positions))
     if bulk is not None:
-        numeric.update(zip(_PLAIN_FIELDS, bulk.T.copy()))    # one contiguous row per field
+        numeric.update(zip(_PLAIN_FIELDS, bulk.T))
     else:                                       # find the column(s) at fault, one at a time
         numeric.update(_plain_columns(dict(zip(_PLAIN_FIELDS, zip(*block))), numbers, errors))
     del block, bulk
@@ -288,7 +288,8 @@ def decode_rows(rows: Sequence[Sequence[str]], numbers: Sequence[int], header: H
         codes[field] = _level_codes(field, cells, numbers, errors)
 
     errors.raise_if_any()
-    return Batch(count, False, {f: numeric[f] for f in NUMERIC_FIELDS}, codes)
+    return Batch(count, False, NUMERIC_FIELDS, np.column_stack([numeric[f] for f in NUMERIC_FIELDS]),
+                 np.column_stack([codes[f] for f in CATEGORICAL_FIELDS]))
 
 
 def text_of(data: bytes | str) -> str:

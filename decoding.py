@@ -25,6 +25,8 @@ MAX_REPORTED_ERRORS = 100
 MAX_MAGNITUDE = 1e300
 # Fields whose text always needs the schema's own reading, in every row.
 _TEXT_FIELDS = (CURRENCY_FIELD, PERCENT_FIELD, *CATEGORICAL_FIELDS)
+_NUMERIC_COLUMN = {field: column for column, field in enumerate(NUMERIC_FIELDS)}
+_CATEGORICAL_COLUMN = {field: column for column, field in enumerate(CATEGORICAL_FIELDS)}
 _LEVEL_CODES = {field: {level: code for code, level in enumerate(levels)}
                 for field, levels in CATEGORICAL_LEVELS.items()}
 # The same plus the usual missing spellings (-1), for the fast path's one-lookup-per-value pass.
@@ -48,15 +50,25 @@ class RequestError(Exception):
 
 @dataclass
 class Batch:
-    """Validated rows as columns: floats (NaN when missing) for the numeric fields that were
-    asked for (the careful path fills all 96), and level codes (index into the schema's levels, -1 when missing) for the
-    categorical fields."""
+    """Validated rows as two matrices, the shape the model consumes them in.
+
+    `numeric` holds floats (NaN when missing), one column per name in `numeric_fields`: the
+    model's numeric inputs on the fast path, all 96 numeric fields on the careful path and for
+    CSV (they parse every field anyway).  `codes` holds level codes (index into the schema's
+    levels, -1 when missing), one column per field of CATEGORICAL_FIELDS."""
 
     rows: int
     single: bool                       # the body was one object, not an array
-    numeric: dict[str, np.ndarray]
-    codes: dict[str, np.ndarray]
+    numeric_fields: tuple[str, ...]
+    numeric: np.ndarray                # rows x len(numeric_fields), float64
+    codes: np.ndarray                  # rows x len(CATEGORICAL_FIELDS), int8
     records: list | None = None        # the decoded records, kept by the fast path for sampling
+
+    def column(self, field: str) -> np.ndarray:
+        """One field's values: floats for a numeric field, level codes for a categorical one."""
+        if field in CATEGORICAL_LEVELS:
+            return self.codes[:, CATEGORICAL_FIELDS.index(field)]
+        return self.numeric[:, self.numeric_fields.index(field)]
 
 
 def _record_type() -> type:
@@ -79,11 +91,11 @@ class RequestDecoder:
         record = _record_type()
         # strict=False lets msgspec turn numeric strings (and "nan") into floats as it decodes.
         self._fast = msgspec.json.Decoder(Union[record, list[record]], strict=False)
-        self._plain = tuple(f for f in self.numeric_fields if f not in _TEXT_FIELDS)
         # One C-level pass over the records per field needed: faster than building row tuples.
-        self._getters = {f: operator.attrgetter(f) for f in (*self._plain, *_TEXT_FIELDS)}
-        self._all_numeric_getter = operator.attrgetter(*NUMERIC_FIELDS)
-        self._text_numeric_columns = [NUMERIC_FIELDS.index(f) for f in (CURRENCY_FIELD, PERCENT_FIELD)]
+        self._getters = {f: operator.attrgetter(f) for f in (*self.numeric_fields, *_TEXT_FIELDS)}
+        plain_numeric = [f for f in NUMERIC_FIELDS if f not in _TEXT_FIELDS]
+        self._plain_numeric_getter = operator.attrgetter(*plain_numeric)
+        self._plain_numeric_columns = [_NUMERIC_COLUMN[f] for f in plain_numeric]
 
     def decode(self, body: bytes) -> Batch:
         try:
@@ -107,25 +119,23 @@ class RequestDecoder:
             raise _UseCarefulPath
         self._check_count(len(records))
         values = {f: list(map(getter, records)) for f, getter in self._getters.items()}
-        plain = np.array([values[f] for f in self._plain], dtype=float).reshape(len(self._plain), -1)
-        numeric = dict(zip(self._plain, plain))         # one row of `plain` per field
-        for field in (CURRENCY_FIELD, PERCENT_FIELD):
-            parsed = parse_column(field, values[field])
-            if field in self.numeric_fields:
-                numeric[field] = parsed
-        if self.numeric_fields and (np.abs([numeric[f] for f in self.numeric_fields]) > MAX_MAGNITUDE).any():
+        for field in (CURRENCY_FIELD, PERCENT_FIELD):     # validated even when the model skips them
+            values[field] = parse_column(field, values[field])
+        # One (fields x rows) array for the model's numeric inputs, used as its (rows x fields) view.
+        numeric = np.array([values[f] for f in self.numeric_fields], dtype=float).reshape(-1, len(records)).T
+        if (np.abs(numeric) > MAX_MAGNITUDE).any():
             raise _UseCarefulPath
-        codes = {f: self._fast_codes(f, values[f]) for f in CATEGORICAL_FIELDS}
-        return Batch(len(records), single, {f: numeric[f] for f in self.numeric_fields}, codes, records)
+        codes = np.array([self._fast_codes(f, values[f]) for f in CATEGORICAL_FIELDS], dtype=np.int8).T
+        return Batch(len(records), single, self.numeric_fields, numeric, codes, records)
 
     @staticmethod
-    def _fast_codes(field: str, values: list[str | None]) -> np.ndarray:
+    def _fast_codes(field: str, values: list[str | None]) -> list[int]:
         codes = list(map(_FAST_CODES[field].get, values))    # canonical spellings: the common case
         if None in codes:                                      # other spellings, or unknown levels
             codes = [code if code is not None else
                      (-1 if (level := parse_level(field, value)) is None else _LEVEL_CODES[field][level])
                      for code, value in zip(codes, values)]
-        return np.array(codes, dtype=np.int8)
+        return codes
 
     # ------------------------------------------------------------------ careful path
 
@@ -157,8 +167,8 @@ class RequestDecoder:
 
         errors: list[dict] = []
         total = 0
-        numeric = {f: np.empty(len(records)) for f in NUMERIC_FIELDS}  # all: it parses them anyway
-        codes = {f: np.empty(len(records), dtype=np.int8) for f in CATEGORICAL_FIELDS}
+        numeric = np.empty((len(records), len(NUMERIC_FIELDS)))   # all: it parses them anyway
+        codes = np.empty((len(records), len(CATEGORICAL_FIELDS)), dtype=np.int8)
         for row, record in enumerate(records):
             for field in FIELDS:
                 if field not in record:
@@ -179,33 +189,29 @@ class RequestDecoder:
             raise RequestError(422, "Invalid field values",
                                f"{total} invalid value(s) in row(s) {shown}; nothing was scored.",
                                errors, total)
-        return Batch(len(records), single, numeric, codes)
+        return Batch(len(records), single, NUMERIC_FIELDS, numeric, codes)
 
-    def _store(self, row: int, field: str, value: Any, numeric: dict, codes: dict) -> None:
+    def _store(self, row: int, field: str, value: Any, numeric: np.ndarray, codes: np.ndarray) -> None:
         if field in CATEGORICAL_LEVELS:
             level = parse_level(field, value)
-            codes[field][row] = -1 if level is None else _LEVEL_CODES[field][level]
+            codes[row, _CATEGORICAL_COLUMN[field]] = -1 if level is None else _LEVEL_CODES[field][level]
         else:
             number = numeric_parser(field)(value)
             if abs(number) > MAX_MAGNITUDE and field in self.numeric_fields:
                 raise FieldError(f"must be at most {MAX_MAGNITUDE:g} in size")
-            numeric[field][row] = number
+            numeric[row, _NUMERIC_COLUMN[field]] = number
 
     def monitoring_columns(self, records: list) -> tuple[np.ndarray, np.ndarray]:
         """All 96 numeric fields (rows x 96, NaN where missing) and the 4 level codes (rows x 4) of
         records the fast path decoded, for drift monitoring.  They were validated already."""
-        matrix = np.array([self._all_numeric_getter(r) for r in records], dtype=object).reshape(len(records), -1)
-        for column in self._text_numeric_columns:
-            parser = numeric_parser(NUMERIC_FIELDS[column])
-            matrix[:, column] = [parser(v) for v in matrix[:, column]]
-        codes = np.column_stack([self._fast_codes(f, [getattr(r, f) for r in records]) for f in CATEGORICAL_FIELDS])
-        return matrix.astype(float), codes.reshape(len(records), len(CATEGORICAL_FIELDS))
-
-    @staticmethod
-    def careful_columns(batch: Batch, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The same for rows of a batch the careful path decoded (it parsed every field)."""
-        return (np.column_stack([batch.numeric[f][rows] for f in NUMERIC_FIELDS]),
-                np.column_stack([batch.codes[f][rows] for f in CATEGORICAL_FIELDS]))
+        numeric = np.empty((len(records), len(NUMERIC_FIELDS)))
+        plain = np.array(list(map(self._plain_numeric_getter, records)), dtype=float)
+        numeric[:, self._plain_numeric_columns] = plain.reshape(len(records), -1)
+        for field in (CURRENCY_FIELD, PERCENT_FIELD):
+            numeric[:, _NUMERIC_COLUMN[field]] = parse_column(field, [getattr(r, field) for r in records])
+        codes = np.array([self._fast_codes(f, [getattr(r, f) for r in records]) for f in CATEGORICAL_FIELDS],
+                         dtype=np.int8).reshape(len(CATEGORICAL_FIELDS), len(records)).T
+        return numeric, codes
 
     def _check_count(self, rows: int) -> None:
         if rows > self.max_rows:

@@ -96,7 +96,9 @@ class InputPlan:
     @classmethod
     def build(cls, features: tuple[str, ...], imputer, scaler) -> "InputPlan":
         position = {name: i for i, name in enumerate(NUMERIC_FIELDS)}
-        numeric = [(column, name) for column, name in enumerate(features) if split_dummy(name) is None]
+        # Numeric inputs in the schema's order, the order the decoder's fast path gives them in.
+        numeric = sorted(((column, name) for column, name in enumerate(features) if split_dummy(name) is None),
+                         key=lambda item: position[item[1]])
         dummies = [(column, *split_dummy(name)) for column, name in enumerate(features)
                    if split_dummy(name) is not None]
         fitted = [position[name] for _, name in numeric]
@@ -153,11 +155,12 @@ class Model:
         matrix = np.empty((batch.rows, len(self.features)))
         p = self.plan
         if p.numeric_fields:
-            values = np.column_stack([batch.numeric[f] for f in p.numeric_fields])
+            values = batch.numeric
+            if batch.numeric_fields != p.numeric_fields:   # a batch holding every numeric field
+                values = values[:, [batch.numeric_fields.index(f) for f in p.numeric_fields]]
             matrix[:, p.numeric_columns] = (np.where(np.isnan(values), p.fill, values) - p.mean) / p.scale
         if p.dummy_columns.size:
-            codes = np.column_stack([batch.codes[f] for f in CATEGORICAL_FIELDS])
-            matrix[:, p.dummy_columns] = codes[:, p.dummy_fields] == p.dummy_codes
+            matrix[:, p.dummy_columns] = batch.codes[:, p.dummy_fields] == p.dummy_codes
         return matrix
 
     def score(self, batch: Batch) -> Scores:

@@ -148,7 +148,9 @@ class Observability:
             if batch.records is not None:
                 self._pending_records.extend(batch.records[i] for i in rows)
             else:
-                self._pending_columns.append(self.decoder.careful_columns(batch, np.asarray(rows, dtype=int)))
+                # The careful path and CSV parse every numeric field: the batch has all 96 columns.
+                rows = np.asarray(rows, dtype=int)
+                self._pending_columns.append((batch.numeric[rows], batch.codes[rows]))
             due = time.monotonic() - self._last_flush >= self.flush_seconds
         if due:
             self.flush()

@@ -65,14 +65,13 @@ def assert_same_batch(actual, expected) -> None:
     """The CSV batch holds every numeric field (as the JSON careful path does) and agrees, value
     for value, with every field the JSON batch holds."""
     assert actual.rows == expected.rows
-    assert list(actual.numeric) == list(NUMERIC_FIELDS)
-    assert set(expected.numeric) <= set(actual.numeric)
-    for field, values in expected.numeric.items():
-        np.testing.assert_array_equal(actual.numeric[field], values, err_msg=field)
-        assert actual.numeric[field].dtype == np.float64
-    assert sorted(actual.codes) == sorted(expected.codes) == sorted(CATEGORICAL_FIELDS)
-    for field, codes in expected.codes.items():
-        np.testing.assert_array_equal(actual.codes[field], codes, err_msg=field)
+    assert actual.numeric_fields == NUMERIC_FIELDS
+    assert actual.numeric.shape == (actual.rows, len(NUMERIC_FIELDS)) and actual.numeric.dtype == np.float64
+    assert set(expected.numeric_fields) <= set(actual.numeric_fields)
+    for field in expected.numeric_fields:
+        np.testing.assert_array_equal(actual.column(field), expected.column(field), err_msg=field)
+    assert actual.codes.shape == expected.codes.shape == (actual.rows, len(CATEGORICAL_FIELDS))
+    np.testing.assert_array_equal(actual.codes, expected.codes)
 
 
 def reference_results(reference, records: list[dict]) -> list[dict]:
@@ -142,11 +141,11 @@ def test_odd_spellings_read_as_the_json_path_reads_them(model):
     for row, record in enumerate(records):
         for field in NUMERIC_FIELDS:
             want = numeric_parser(field)(record[field])
-            got = batch.numeric[field][row]
+            got = batch.column(field)[row]
             assert (math.isnan(want) and math.isnan(got)) or got == want, (row, field, record[field])
     spot = {(0, "x0"): 1.5, (1, "x12"): -5032.58, (2, "x63"): 3.11, (7, "x44"): 12.0, (7, "x12"): 1000.0}
     for (row, field), value in spot.items():
-        assert batch.numeric[field][row] == value
+        assert batch.column(field)[row] == value
 
 
 def test_odd_spellings_score_like_the_json_body(model):
@@ -246,7 +245,7 @@ def test_any_numeric_cell_reads_exactly_as_the_schema_reads_it(frame, cells):
         assert caught.value.errors == bad
         assert caught.value.total_errors == len(bad)
     else:
-        got = decode_csv(text, [], 100).numeric["x7"]
+        got = decode_csv(text, [], 100).column("x7")
         np.testing.assert_array_equal(got, np.array(expected, dtype=float))
 
 
@@ -265,7 +264,7 @@ def test_one_unusual_cell_in_an_otherwise_clean_file(frame, cell):
             decode_csv(text, [], 100)
         assert caught.value.errors == [{"row": 4, "field": "x7", "value": cell, "message": str(exc)}]
     else:
-        got = decode_csv(text, [], 100).numeric["x7"]
+        got = decode_csv(text, [], 100).column("x7")
         assert (math.isnan(want) and math.isnan(got[3])) or got[3] == want
         np.testing.assert_array_equal(np.delete(got, 3), [float(r["x7"]) for i, r in enumerate(records) if i != 3])
 

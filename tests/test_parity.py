@@ -162,10 +162,8 @@ def assert_same_batch(left, right) -> None:
     assert (left.rows, left.single) == (right.rows, right.single)
     numeric_inputs = [name for name in features() if "_" not in name]
     for name in numeric_inputs:
-        np.testing.assert_array_equal(left.numeric[name], right.numeric[name], err_msg=name)
-    assert left.codes.keys() == right.codes.keys()
-    for name in left.codes:
-        np.testing.assert_array_equal(left.codes[name], right.codes[name], err_msg=name)
+        np.testing.assert_array_equal(left.column(name), right.column(name), err_msg=name)
+    np.testing.assert_array_equal(left.codes, right.codes)
 
 
 @pytest.mark.parametrize("seed", [SEED, SEED + 4])

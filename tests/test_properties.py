@@ -317,11 +317,11 @@ def valid_record(draw, numeric=None) -> dict:
 def assert_same_columns(left: decoding.Batch, right: decoding.Batch) -> None:
     assert (left.rows, left.single) == (right.rows, right.single)
     for field in DECODER.numeric_fields:
-        a, b = left.numeric[field], right.numeric[field]
+        a, b = left.column(field), right.column(field)
         assert np.array_equal(np.isnan(a), np.isnan(b)), field
         assert np.array_equal(a[~np.isnan(a)], b[~np.isnan(b)]), field
     for field in CATEGORICAL_FIELDS:
-        assert np.array_equal(left.codes[field], right.codes[field]), field
+        assert np.array_equal(left.column(field), right.column(field)), field
 
 
 def encode(records: list[dict], single: bool) -> bytes:
