@@ -35,6 +35,9 @@ access_log = logging.getLogger("api.access")
 PROBLEM_TYPE = "urn:ad-purchase-api:problem:"
 TRUE_WORDS = ("1", "true", "yes")
 INPUT_TYPES = ("application/json", "text/csv")   # the first is the default answer
+# Accept headers that can only mean JSON.  Most clients send one of these, so the header is
+# parsed only when it could ask for CSV (parsing it costs more than encoding a one-row answer).
+JSON_ONLY_ACCEPTS = frozenset(("", "*/*", "application/json"))
 
 # Sent with every response.  The API answers JSON only, so it forbids everything a page could
 # do; the Swagger UI page needs its own scripts and styles (and Swagger UI's inline bootstrap).
@@ -153,7 +156,8 @@ def create_app(config: dict | None = None) -> Flask:
         scores = model.score(batch)
         g.rows = batch.rows
         monitor.observe_scores(batch, scores.phat, scores.outcome)
-        if request.accept_mimetypes.best_match(INPUT_TYPES) == "text/csv":
+        if (request.headers.get("Accept", "") not in JSON_ONLY_ACCEPTS
+                and request.accept_mimetypes.best_match(INPUT_TYPES) == "text/csv"):
             return Response(encode_csv(model, scores), mimetype="text/csv")
         return Response(model.encode(batch, scores, explain), mimetype="application/json")
 

@@ -5,6 +5,8 @@ import csv
 import io
 
 import pytest
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 import api
 from api_support import MODEL_DIR, PROBLEM, example, result_keys
@@ -46,6 +48,18 @@ def test_accept_text_csv_gives_csv_with_the_json_numbers(client, content_type):
     for row, want in zip(rows, expected):
         assert int(row["business_outcome"]) == want["business_outcome"]
         assert all(float(row[k]) == want[k] for k in result_keys() if k != "business_outcome")
+
+
+@pytest.mark.parametrize("accept", [None, "", "*/*", "application/json", "text/csv", "TEXT/CSV", "text/*",
+                                    "application/*", "application/json;q=0.1, */*;q=0.9",
+                                    "*/*;q=0.5, text/csv", "text/csv;q=0", "*/csv"])
+def test_the_answer_type_follows_content_negotiation(client, accept):
+    # What the Accept header asks for, read by werkzeug's parser itself; JSON when it names neither.
+    preferred = parse_accept_header(accept, MIMEAccept).best_match(("application/json", "text/csv"))
+    headers = {} if accept is None else {"Accept": accept}
+    response = client.post("/predict", json=example("single"), headers=headers)
+    assert response.status_code == 200
+    assert response.mimetype == (preferred or "application/json")
 
 
 def test_csv_errors_number_rows_as_data_lines(client):
