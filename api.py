@@ -21,7 +21,7 @@ import msgspec
 import swagger_ui_bundle
 from flasgger import Swagger
 from flask import Flask, Response, g, request, send_from_directory
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 import openapi
 from csv_io import decode_csv, encode_csv
@@ -80,6 +80,23 @@ def problem(status: int, title: str, detail: str, slug: str | None = None, **ext
     if "request_id" in g:
         body["request_id"] = g.request_id
     return Response(msgspec.json.encode(body), status=status, mimetype="application/problem+json")
+
+
+def request_body(max_length: int) -> bytes:
+    """The request body, read in one call of its declared length.
+
+    werkzeug's get_data reads 64 KB at a time, and under gunicorn each read copies what is still
+    buffered: a 20 MB batch cost 75-150 ms of CPU that way and 15-35 ms in one read.  A body
+    over `max_length` and a short body are answered as werkzeug answers them (413, 400)."""
+    length = request.content_length
+    if length is None:                      # no declared length (chunked): werkzeug's own reading
+        return request.get_data(cache=False)
+    if length > max_length:
+        raise RequestEntityTooLarge()
+    body = request.environ["wsgi.input"].read(length)
+    if len(body) != length:
+        raise ClientDisconnected()
+    return body
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -142,8 +159,9 @@ def create_app(config: dict | None = None) -> Flask:
         if model is None:
             return problem(503, "Model not loaded", "The service has no verified model to score with.",
                            "not-ready")
-        explain = request.args.get("explain", "").lower() in TRUE_WORDS
-        body = request.get_data(cache=False)
+        # request.args parses the query string; most requests have none.
+        explain = bool(request.query_string) and request.args.get("explain", "").lower() in TRUE_WORDS
+        body = request_body(settings.MAX_CONTENT_LENGTH)
         try:
             if request.mimetype == "text/csv":
                 batch = decode_csv(body, model.decoder.numeric_fields, settings.MAX_BATCH_ROWS)

@@ -1,8 +1,10 @@
 """The service as deployed: gunicorn with the shipped configuration, spoken to over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
+import http.client
 import json
 import signal
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -79,6 +81,36 @@ def test_live_server_answers_errors_as_problems(server):
     assert (status, content_type) == (415, "application/problem+json")
     status, content_type, body = request(server.base + "/no-such-page")
     assert (status, content_type) == (404, "application/problem+json")
+    assert request(server.base + "/ready")[0] == 200
+
+
+def test_live_server_reads_a_chunked_body(server):
+    """A body sent without Content-Length (chunked) scores like the same body sent with it."""
+    host, port = server.base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = example_bytes("batch")
+    pieces = [body[i:i + 1000] for i in range(0, len(body), 1000)]
+    connection.request("POST", "/predict", body=iter(pieces), encode_chunked=True,
+                       headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    response = connection.getresponse()
+    answer = response.read()
+    connection.close()
+    assert response.status == 200, answer[:500]
+    assert json.loads(answer) == json.loads(request(server.base + "/predict", body, "application/json")[2])
+
+
+def test_live_server_answers_a_body_shorter_than_declared_with_400(server):
+    host, port = server.base.removeprefix("http://").split(":")
+    body = example_bytes("single")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (len(body) + 50) + body)
+        sock.shutdown(socket.SHUT_WR)     # a whole record, but 50 bytes short of what was declared
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert_safe_body(answer.decode(errors="replace"))
     assert request(server.base + "/ready")[0] == 200
 
 

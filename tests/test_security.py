@@ -3,6 +3,7 @@ limits, security headers, request ids, a non-root container user, and no known-v
 pinned dependency."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -156,6 +157,15 @@ def test_a_body_over_the_size_limit_is_413(monkeypatch):
     assert response.status_code == 413 and response.mimetype == "application/problem+json"
     body = response.get_json()
     assert body["status"] == 413 and body["request_id"] == response.headers["X-Request-ID"]
+    assert_safe_body(response)
+
+
+def test_a_body_shorter_than_its_content_length_is_400(app):
+    body = example_bytes("single")
+    # A whole record, but 50 bytes short of the declared length: the client went away.
+    response = app.test_client().post("/predict", input_stream=io.BytesIO(body), content_type="application/json",
+                                      environ_overrides={"CONTENT_LENGTH": str(len(body) + 50)})
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
     assert_safe_body(response)
 
 
