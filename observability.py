@@ -11,6 +11,7 @@ watching, above 0.2 it has shifted.
 """
 from __future__ import annotations
 
+import collections
 import os
 import re
 import threading
@@ -130,10 +131,12 @@ class Observability:
         """Counts for the scored rows.  Drift rows are only set aside here (a few microseconds);
         they are parsed and binned in bulk when the pending counts are flushed."""
         self.rows.inc(batch.rows)
-        bins = np.bincount(np.minimum((phat * PHAT_BINS).astype(int), PHAT_BINS - 1), minlength=PHAT_BINS)
-        for index in np.flatnonzero(bins).tolist():
-            self._phat_bins[index].inc(int(bins[index]))
-        buyers = int(outcome.sum())
+        # Python's Counter, not np.bincount: a request is usually one row, and for 10,000 rows
+        # the difference is half a millisecond.
+        bins = np.minimum(phat * PHAT_BINS, PHAT_BINS - 1).astype(int).tolist()
+        for index, count in collections.Counter(bins).items():
+            self._phat_bins[index].inc(count)
+        buyers = int(np.count_nonzero(outcome))
         if buyers:
             self._outcome[1].inc(buyers)
         if batch.rows - buyers:
@@ -146,7 +149,8 @@ class Observability:
             rows = np.linspace(0, batch.rows - 1, DRIFT_SAMPLE_ROWS).astype(int).tolist()
         with self._lock:
             if batch.records is not None:
-                self._pending_records.extend(batch.records[i] for i in rows)
+                self._pending_records.extend(batch.records if len(rows) == batch.rows
+                                             else [batch.records[i] for i in rows])
             else:
                 # The careful path and CSV parse every numeric field: the batch has all 96 columns.
                 rows = np.asarray(rows, dtype=int)
