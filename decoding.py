@@ -127,7 +127,7 @@ class RequestDecoder:
             values[field] = parse_column(field, values[field])
         # One (fields x rows) array for the model's numeric inputs, used as its (rows x fields) view.
         numeric = np.array([values[f] for f in self.numeric_fields], dtype=float).reshape(-1, len(records)).T
-        if (np.abs(numeric) > MAX_MAGNITUDE).any():
+        if np.count_nonzero(np.abs(numeric) > MAX_MAGNITUDE):    # ndarray.any() adds a Python-level call
             raise _UseCarefulPath
         codes = np.array([self._fast_codes(f, values[f]) for f in CATEGORICAL_FIELDS], dtype=np.int8).T
         return Batch(len(records), single, self.numeric_fields, numeric, codes, records)
