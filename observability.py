@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 import re
 import threading
 import time
@@ -30,6 +31,9 @@ PSI_WATCH = 0.1
 PSI_ALERT = 0.2
 MIN_DRIFT_ROWS = 100          # fewer rows than this say little; the status is "insufficient data"
 DRIFT_SAMPLE_ROWS = 200       # rows of a batch counted for drift (evenly spaced); keeps big batches cheap
+# Rows a worker bins per flush at most; beyond it, a uniform sample of the rows offered since the
+# last flush (reservoir sampling), so a flush costs the same at any request rate.
+DRIFT_ROWS_PER_FLUSH = 2_000
 PHAT_BINS = 20
 _EPSILON = 1e-4               # share floor, so an empty bin does not make the index infinite
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -107,8 +111,9 @@ class Observability:
         self.drift = drift
         self.flush_seconds = flush_seconds
         self.decoder = decoder            # decoding.RequestDecoder: turns set-aside rows into columns
-        self._pending_records: list = []
-        self._pending_columns: list = []
+        self._pending: list = []           # typed records, or (numeric row, codes row) pairs
+        self._offered = 0                  # rows offered since the last flush
+        self._random = random.Random()
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
@@ -147,26 +152,44 @@ class Observability:
             rows = range(batch.rows)
         else:
             rows = np.linspace(0, batch.rows - 1, DRIFT_SAMPLE_ROWS).astype(int).tolist()
+        if batch.records is not None:      # fast path: the typed records, parsed again at flush
+            sample = batch.records if len(rows) == batch.rows else [batch.records[i] for i in rows]
+        else:                              # careful path and CSV: all 96 numeric columns are parsed
+            rows = np.asarray(rows, dtype=int)
+            sample = list(zip(batch.numeric[rows], batch.codes[rows]))
         with self._lock:
-            if batch.records is not None:
-                self._pending_records.extend(batch.records if len(rows) == batch.rows
-                                             else [batch.records[i] for i in rows])
-            else:
-                # The careful path and CSV parse every numeric field: the batch has all 96 columns.
-                rows = np.asarray(rows, dtype=int)
-                self._pending_columns.append((batch.numeric[rows], batch.codes[rows]))
+            self._set_aside(sample)
             due = time.monotonic() - self._last_flush >= self.flush_seconds
         if due:
             self.flush()
 
+    def _set_aside(self, rows: list) -> None:
+        """Keep rows for the next flush: all of them up to DRIFT_ROWS_PER_FLUSH, then each offered
+        row replaces a kept one with the probability that keeps the sample uniform."""
+        self._offered += len(rows)
+        room = DRIFT_ROWS_PER_FLUSH - len(self._pending)
+        if len(rows) <= room:
+            self._pending.extend(rows)
+            return
+        self._pending.extend(rows[:max(room, 0)])
+        first = self._offered - len(rows) + max(room, 0)     # rows offered before the next one
+        for offered, row in enumerate(rows[max(room, 0):], start=first + 1):
+            slot = self._random.randrange(offered)
+            if slot < DRIFT_ROWS_PER_FLUSH:
+                self._pending[slot] = row
+
     def flush(self) -> None:
         """Bin the rows set aside since the last flush and add the counts to the shared counters."""
         with self._lock:
-            records, columns = self._pending_records, self._pending_columns
-            self._pending_records, self._pending_columns = [], []
+            pending, self._pending, self._offered = self._pending, [], 0
             self._last_flush = time.monotonic()
+        parsed = [row for row in pending if isinstance(row, tuple)]
+        records = [row for row in pending if not isinstance(row, tuple)]
+        columns = []
         if records:
             columns.append(self.decoder.monitoring_columns(records))
+        if parsed:
+            columns.append((np.array([numeric for numeric, _ in parsed]), np.array([codes for _, codes in parsed])))
         for numeric, codes in columns:
             for position, field in enumerate(NUMERIC_FIELDS):
                 values = numeric[:, position]

@@ -2,6 +2,8 @@
 against the training profile, the JSON access log, and explanations that add up."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import threading
@@ -12,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import api
+import observability
 import synthetic
 from schema import FIELDS, Profile
 
@@ -111,6 +114,48 @@ def shift(records: list[dict]) -> list[dict]:
             changed["x44"] = repr(float(record["x44"]) * 10)
         out.append(changed)
     return out
+
+
+def test_drift_keeps_a_uniform_sample_of_at_most_the_per_flush_cap(monkeypatch):
+    monitor = make_app(monkeypatch).extensions["observability"]
+    monitor._random.seed(7)
+    offered = 10 * observability.DRIFT_ROWS_PER_FLUSH
+    for start in range(0, offered, 150):                    # as requests of 150 rows would offer them
+        monitor._set_aside(list(range(start, min(start + 150, offered))))
+    kept = monitor._pending
+    assert len(kept) == observability.DRIFT_ROWS_PER_FLUSH == len(set(kept))
+    assert monitor._offered == offered
+    # Uniform over everything offered: each tenth of the stream holds about a tenth of the sample.
+    tenths = Counter(row * 10 // offered for row in kept)
+    assert sorted(tenths) == list(range(10))
+    expected = observability.DRIFT_ROWS_PER_FLUSH / 10
+    assert all(abs(count - expected) < 0.25 * expected for count in tenths.values()), tenths
+
+
+def test_a_flush_bins_at_most_the_cap_however_many_rows_came(monkeypatch):
+    monkeypatch.setattr(observability, "DRIFT_ROWS_PER_FLUSH", 300)
+    http = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=3600).test_client()
+    records = synthetic.to_records(synthetic.generate(1000, seed=5))
+    post_in_chunks(http, records)                            # 1,000 rows offered, 300 kept
+    fields = http.get("/model/drift").get_json()["fields"]
+    assert fields["x5"]["rows"] == 300                       # a categorical: every kept row counts
+    assert max(item["rows"] for item in fields.values()) == 300
+
+
+def test_drift_counts_rows_from_both_decoder_paths_and_csv(monkeypatch):
+    http = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=3600).test_client()
+    records = synthetic.to_records(synthetic.generate(30, seed=6))
+    careful = [dict(r, x0="NA") for r in records[10:20]]    # an unusual missing spelling: careful path
+    assert http.post("/predict", data=json.dumps(records[:10]), headers=JSON).status_code == 200
+    assert http.post("/predict", data=json.dumps(careful), headers=JSON).status_code == 200
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(FIELDS), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in records[20:])
+    assert http.post("/predict", data=table.getvalue(), headers={"Content-Type": "text/csv"}).status_code == 200
+    fields = http.get("/model/drift").get_json()["fields"]
+    assert fields["x5"]["rows"] == 30
+    assert fields["x0"]["rows"] == 30 - 10 - sum(r["x0"] in (None, "nan") for r in records[:10] + records[20:])
 
 
 def test_drift_stays_quiet_for_training_like_rows_and_flags_exactly_the_shifted_fields(monkeypatch):
