@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from scipy.special import expit
 from statsmodels.iolib.smpickle import load_pickle
 
 from decoding import Batch, RequestDecoder
@@ -169,8 +170,9 @@ class Model:
         # whose rounding can change with the number of rows: a record scores the same alone as
         # inside any batch.
         logit = np.cumsum(inputs * self.coef, axis=1)[:, -1]
-        with np.errstate(over="ignore"):   # exp overflows to inf for very negative log-odds: phat 0
-            phat = 1.0 / (1.0 + np.exp(-logit))   # the Logit's own link function
+        # The logistic function, the Logit's link, in one call and without overflow warnings
+        # (1 / (1 + exp(-x)) in numpy takes five, errstate included; results agree to 2.2e-16).
+        phat = expit(logit)
         return Scores(inputs, phat, (phat >= self.cutoff).astype(np.int64))
 
     def result_records(self, scores: Scores, explain: bool = False) -> list:
