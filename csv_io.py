@@ -371,7 +371,7 @@ def write_scores(stream, model, scores, ids: Sequence | None = None, id_column: 
         stream.write(",".join(map(_csv_cell, result_header(model, id_column if ids is not None else None))) + "\n")
     if model.result_fields[0] != "business_outcome":       # alphabetical order puts it first
         raise ValueError("result fields must start with business_outcome")
-    position = {name: i for i, name in enumerate(model.features)}
+    position = {name: i for i, name in enumerate(model.plan.names)}
     floats = np.empty((len(scores.phat), len(model.result_fields) - 1))
     for column, name in enumerate(model.result_fields[1:]):
         floats[:, column] = scores.phat if name == "phat" else scores.inputs[:, position[name]]

@@ -73,47 +73,45 @@ def _unpickle(path: Path):
 
 @dataclass(frozen=True)
 class Scores:
-    inputs: np.ndarray          # rows x features, as fed to the model
+    inputs: np.ndarray          # rows x model inputs as fed to the model, columns in InputPlan.names order
     phat: np.ndarray
     outcome: np.ndarray         # 0/1
 
 
 @dataclass(frozen=True)
 class InputPlan:
-    """Where each model input comes from, as index arrays, so a batch is built with a few numpy
-    calls: numeric inputs are imputed with `fill` and scaled with `mean`/`scale` (the fitted
-    imputer's and scaler's numbers), indicators compare a categorical's level code with theirs."""
+    """How a batch becomes the model's inputs in a few numpy calls: the numeric inputs (in the
+    schema's order, as the decoder gives them) imputed with `fill` and scaled with `mean`/`scale`
+    (the fitted imputer's and scaler's numbers), then the indicators, each comparing a
+    categorical's level code with its own.  `names` is that column order."""
 
+    names: tuple[str, ...]
     numeric_fields: tuple[str, ...]
-    numeric_columns: np.ndarray
     fill: np.ndarray
     mean: np.ndarray
     scale: np.ndarray
-    dummy_columns: np.ndarray
     dummy_fields: np.ndarray      # index into CATEGORICAL_FIELDS
     dummy_codes: np.ndarray       # level code, -1 for the missing-value indicator
-    alphabetical: np.ndarray      # feature columns in the order results list them
+    alphabetical: np.ndarray      # columns in the order results list them
 
     @classmethod
     def build(cls, features: tuple[str, ...], imputer, scaler) -> "InputPlan":
         position = {name: i for i, name in enumerate(NUMERIC_FIELDS)}
-        # Numeric inputs in the schema's order, the order the decoder's fast path gives them in.
-        numeric = sorted(((column, name) for column, name in enumerate(features) if split_dummy(name) is None),
-                         key=lambda item: position[item[1]])
-        dummies = [(column, *split_dummy(name)) for column, name in enumerate(features)
-                   if split_dummy(name) is not None]
-        fitted = [position[name] for _, name in numeric]
+        numeric = sorted((name for name in features if split_dummy(name) is None), key=position.__getitem__)
+        dummies = [name for name in features if split_dummy(name) is not None]
+        fitted = [position[name] for name in numeric]
+        levels = [split_dummy(name) for name in dummies]
+        names = (*numeric, *dummies)
         return cls(
-            numeric_fields=tuple(name for _, name in numeric),
-            numeric_columns=np.array([column for column, _ in numeric], dtype=int),
+            names=names,
+            numeric_fields=tuple(numeric),
             fill=np.asarray(imputer.statistics_, dtype=float)[fitted],
             mean=np.asarray(scaler.mean_, dtype=float)[fitted],
             scale=np.asarray(scaler.scale_, dtype=float)[fitted],
-            dummy_columns=np.array([column for column, _, _ in dummies], dtype=int),
-            dummy_fields=np.array([CATEGORICAL_FIELDS.index(f) for _, f, _ in dummies], dtype=int),
+            dummy_fields=np.array([CATEGORICAL_FIELDS.index(f) for f, _ in levels], dtype=int),
             dummy_codes=np.array([-1 if level is None else CATEGORICAL_LEVELS[f].index(level)
-                                  for _, f, level in dummies], dtype=int),
-            alphabetical=np.array(sorted(range(len(features)), key=lambda i: features[i]), dtype=int))
+                                  for f, level in levels], dtype=int),
+            alphabetical=np.array(sorted(range(len(names)), key=names.__getitem__), dtype=int))
 
 
 def _result_struct(name: str, fields_: tuple[str, ...]) -> type:
@@ -126,8 +124,8 @@ class Model:
     """The served model: fitted parameters as arrays, and how to turn a Batch into inputs."""
 
     metadata: dict
-    features: tuple[str, ...]
-    coef: np.ndarray
+    features: tuple[str, ...]     # the model's own order, as trained
+    coef: np.ndarray              # one per input column, in plan.names order
     cutoff: float
     plan: InputPlan
     decoder: RequestDecoder = field(repr=False)
@@ -140,7 +138,7 @@ class Model:
         self.explained_fields = tuple(sorted(("contributions", *self.result_fields)))
         self._result_type = _result_struct("Result", self.result_fields)
         self._explained_type = _result_struct("ExplainedResult", self.explained_fields)
-        self._alphabetical_names = [self.features[i] for i in self.plan.alphabetical]
+        self._alphabetical_names = [self.plan.names[i] for i in self.plan.alphabetical]
         self._alphabetical_coef = self.coef[self.plan.alphabetical]
 
     @property
@@ -153,16 +151,13 @@ class Model:
 
     def inputs(self, batch: Batch) -> np.ndarray:
         """Mean-impute and scale with the fitted numbers, one-hot with the trained levels."""
-        matrix = np.empty((batch.rows, len(self.features)))
         p = self.plan
-        if p.numeric_fields:
-            values = batch.numeric
-            if batch.numeric_fields != p.numeric_fields:   # a batch holding every numeric field
-                values = values[:, [batch.numeric_fields.index(f) for f in p.numeric_fields]]
-            matrix[:, p.numeric_columns] = (np.where(np.isnan(values), p.fill, values) - p.mean) / p.scale
-        if p.dummy_columns.size:
-            matrix[:, p.dummy_columns] = batch.codes[:, p.dummy_fields] == p.dummy_codes
-        return matrix
+        values = batch.numeric
+        if batch.numeric_fields != p.numeric_fields:       # a batch holding every numeric field
+            values = values[:, [batch.numeric_fields.index(f) for f in p.numeric_fields]]
+        scaled = (np.where(np.isnan(values), p.fill, values) - p.mean) / p.scale
+        indicators = batch.codes[:, p.dummy_fields] == p.dummy_codes
+        return np.concatenate((scaled, indicators), axis=1)
 
     def score(self, batch: Batch) -> Scores:
         inputs = self.inputs(batch)
@@ -208,8 +203,8 @@ def load_model(model_dir: Path | str, max_rows: int = 10_000) -> Model:
         features = tuple(_unpickle(model_dir / VARIABLES_FILE))
         results = load_pickle(str(model_dir / MODEL_FILE))
         params = results.params
-        coef = np.array([params[name] for name in features], dtype=float)
         plan = InputPlan.build(features, imputer, scaler)
+        coef = np.array([params[name] for name in plan.names], dtype=float)
     except Exception as exc:  # a verified file that still does not load is a broken training run
         raise ArtifactError(f"artifacts in {model_dir} could not be loaded: {exc}") from None
     model = Model(metadata, features, coef, float(metadata["cutoff"]), plan,

@@ -118,7 +118,7 @@ def test_synthetic_rows_give_the_json_paths_batch_and_the_references_scores(mode
     for row, want in enumerate(expected):
         assert scores.outcome[row] == want["business_outcome"]
         assert math.isclose(scores.phat[row], want["phat"], rel_tol=0, abs_tol=TOLERANCE)
-        for i, name in enumerate(model.features):
+        for i, name in enumerate(model.plan.names):
             assert math.isclose(scores.inputs[row, i], want[name], rel_tol=0, abs_tol=TOLERANCE), (row, name)
 
 
@@ -388,7 +388,7 @@ def test_encode_csv_header_and_exact_round_trip(model, frame):
     assert rows[0] == list(model.result_fields)
     assert rows[0][:2] == ["business_outcome", "phat"] and rows[0] == sorted(rows[0])
     assert len(rows) == batch.rows + 1
-    position = {name: i for i, name in enumerate(model.features)}
+    position = {name: i for i, name in enumerate(model.plan.names)}
     for i, row in enumerate(rows[1:]):
         cells = dict(zip(rows[0], row))
         assert cells["business_outcome"] == str(int(scores.outcome[i]))
@@ -416,7 +416,7 @@ def test_encode_csv_writes_non_finite_values_as_text_that_reads_back(model, fram
     inputs[1, 0], inputs[2, 3] = np.nan, -np.inf
     odd = Scores(inputs, scores.phat, scores.outcome)
     rows = list(csv.reader(io.StringIO(encode_csv(model, odd))))
-    position = {name: i for i, name in enumerate(model.features)}
+    position = {name: i for i, name in enumerate(model.plan.names)}
     for i, row in enumerate(rows[1:]):
         cells = dict(zip(rows[0], row))
         assert float(cells["phat"]) == scores.phat[i]
