@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +147,7 @@ _COLUMN = {
 }
 
 
-def parse_column(field: str, values: Sequence) -> np.ndarray:
+def parse_column(field: str, values: list) -> np.ndarray:
     """Every value of an x12 or x63 column, exactly as `numeric_parser(field)` reads each one."""
     if len(values) < _SHORT_COLUMN:    # the whole-column reading only pays off for longer columns
         parser = numeric_parser(field)
