@@ -6,8 +6,8 @@ import shutil
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '1313')}"
-# Measured on 2 cores (bench/http_bench.py): 2 gthread workers x 4 threads served 1.34-1.41x the
-# single-record requests of 2 or 4 sync workers at the same CPU per request (keep-alive).
+# Measured on 2 cores (bench/http_bench.py): 2 gthread workers x 4 threads served the most
+# single-record requests, 4-41% more than 2 or 4 sync workers depending on the run (keep-alive).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("THREADS", "4"))
 worker_class = os.environ.get("WORKER_CLASS", "gthread")

@@ -23,7 +23,7 @@ Ctrl-C.  The script installs nothing: wrk must be on PATH (apt-get install -y wr
 Named http_bench.py, not http.py: a file called http.py next to a script would shadow the
 standard library's http package for it.
 
-Usage: .venv/bin/python bench/http_bench.py [--quick] [--strict] [--seconds 2] [--rounds 4]
+Usage: .venv/bin/python bench/http_bench.py [--quick] [--strict] [--seconds 2] [--rounds 6]
 """
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=2,
                         help="length of each measured wrk run (whole seconds, as wrk takes them)")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of every case")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds of every case")
     parser.add_argument("--warmup", type=int, default=3, help="wrk warm-up seconds per server")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")

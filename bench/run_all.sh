@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every benchmark and print one combined table (about 4-5 minutes on 2 cores).
+# Run every benchmark and print one combined table (about 5-6 minutes on 2 cores).
 #   bench/run_all.sh            in-process, HTTP, memory, then a profile of the hot path
 #   bench/run_all.sh --quick    short runs, to check that everything works (about 2 minutes)
 # Installs what it needs first: the Python packages in bench/requirements-bench.txt into .venv,
