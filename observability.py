@@ -136,8 +136,8 @@ class Observability:
         """Counts for the scored rows.  Drift rows are only set aside here (a few microseconds);
         they are parsed and binned in bulk when the pending counts are flushed."""
         self.rows.inc(batch.rows)
-        # Python's Counter, not np.bincount: a request is usually one row, and for 10,000 rows
-        # the difference is half a millisecond.
+        # Python's Counter, not np.bincount: a request is usually one row (7.5 against 10-11 µs);
+        # a 10,000-row batch pays 0.8 ms for it instead of 0.06 ms, 0.2% of its time.
         bins = np.minimum(phat * PHAT_BINS, PHAT_BINS - 1).astype(int).tolist()
         for index, count in collections.Counter(bins).items():
             self._phat_bins[index].inc(count)
@@ -167,13 +167,13 @@ class Observability:
         """Keep rows for the next flush: all of them up to DRIFT_ROWS_PER_FLUSH, then each offered
         row replaces a kept one with the probability that keeps the sample uniform."""
         self._offered += len(rows)
-        room = DRIFT_ROWS_PER_FLUSH - len(self._pending)
+        room = DRIFT_ROWS_PER_FLUSH - len(self._pending)      # never negative
         if len(rows) <= room:
             self._pending.extend(rows)
             return
-        self._pending.extend(rows[:max(room, 0)])
-        first = self._offered - len(rows) + max(room, 0)     # rows offered before the next one
-        for offered, row in enumerate(rows[max(room, 0):], start=first + 1):
+        self._pending.extend(rows[:room])
+        first = self._offered - len(rows) + room               # rows offered before the next one
+        for offered, row in enumerate(rows[room:], start=first + 1):
             slot = self._random.randrange(offered)
             if slot < DRIFT_ROWS_PER_FLUSH:
                 self._pending[slot] = row
