@@ -67,7 +67,7 @@ class Batch:
     def column(self, field: str) -> np.ndarray:
         """One field's values: floats for a numeric field, level codes for a categorical one."""
         if field in CATEGORICAL_LEVELS:
-            return self.codes[:, CATEGORICAL_FIELDS.index(field)]
+            return self.codes[:, _CATEGORICAL_COLUMN[field]]
         return self.numeric[:, self.numeric_fields.index(field)]
 
 
