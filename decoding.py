@@ -9,6 +9,7 @@ columns or reports every problem with its row, field and value.
 """
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
@@ -24,7 +25,8 @@ MAX_REPORTED_ERRORS = 100
 # it is reported like any other unusable value.
 MAX_MAGNITUDE = 1e300
 # Fields whose text always needs the schema's own reading, in every row.
-_TEXT_FIELDS = (CURRENCY_FIELD, PERCENT_FIELD, *CATEGORICAL_FIELDS)
+_FORMATTED_FIELDS = (CURRENCY_FIELD, PERCENT_FIELD)
+_TEXT_FIELDS = (*_FORMATTED_FIELDS, *CATEGORICAL_FIELDS)
 _NUMERIC_COLUMN = {field: column for column, field in enumerate(NUMERIC_FIELDS)}
 _CATEGORICAL_COLUMN = {field: column for column, field in enumerate(CATEGORICAL_FIELDS)}
 _LEVEL_CODES = {field: {level: code for code, level in enumerate(levels)}
@@ -71,6 +73,18 @@ class Batch:
         return self.numeric[:, self.numeric_fields.index(field)]
 
 
+def numeric_input_order(fields: Iterable[str]) -> tuple[str, ...]:
+    """The order the fast path builds numeric model inputs in, and so the order the model takes
+    them in: plain numeric fields (which msgspec reads as floats) in schema order, then x12 and x63
+    (read from their text separately).  The model's input plan uses the same order, so the
+    decoded matrix needs no reordering."""
+    wanted = set(fields)
+    if not wanted <= set(NUMERIC_FIELDS):
+        raise ValueError(f"not numeric fields: {', '.join(sorted(wanted - set(NUMERIC_FIELDS)))}")
+    plain = [f for f in NUMERIC_FIELDS if f in wanted and f not in _FORMATTED_FIELDS]
+    return (*plain, *(f for f in _FORMATTED_FIELDS if f in wanted))
+
+
 def _record_type() -> type:
     """The typed record msgspec decodes into: every field required, extra keys ignored."""
     def kind(field: str) -> Any:
@@ -87,12 +101,16 @@ class RequestDecoder:
 
     def __init__(self, numeric_fields: Iterable[str], max_rows: int) -> None:
         self.max_rows = max_rows
-        self.numeric_fields = tuple(f for f in NUMERIC_FIELDS if f in set(numeric_fields))
+        self.numeric_fields = numeric_input_order(numeric_fields)
         record = _record_type()
         # strict=False lets msgspec turn numeric strings (and "nan") into floats as it decodes.
         self._fast = msgspec.json.Decoder(Union[record, list[record]], strict=False)
-        # One C-level pass over the records per field needed: faster than building row tuples.
-        self._getters = {f: operator.attrgetter(f) for f in (*self.numeric_fields, *_TEXT_FIELDS)}
+        self._formatted_inputs = [f for f in _FORMATTED_FIELDS if f in self.numeric_fields]
+        plain_inputs = self.numeric_fields[:len(self.numeric_fields) - len(self._formatted_inputs)]
+        self._plain_inputs_getter = operator.attrgetter(*plain_inputs) if plain_inputs else None
+        self._plain_input_count = len(plain_inputs)
+        # Text fields are wanted as a list each: one C-level pass over the records per field.
+        self._text_getters = {f: operator.attrgetter(f) for f in _TEXT_FIELDS}
         plain_numeric = [f for f in NUMERIC_FIELDS if f not in _TEXT_FIELDS]
         self._plain_numeric_getter = operator.attrgetter(*plain_numeric)
         self._plain_numeric_columns = [_NUMERIC_COLUMN[f] for f in plain_numeric]
@@ -118,15 +136,26 @@ class RequestDecoder:
         if not records:
             raise _UseCarefulPath
         self._check_count(len(records))
-        values = {f: list(map(getter, records)) for f, getter in self._getters.items()}
-        for field in (CURRENCY_FIELD, PERCENT_FIELD):     # validated even when the model skips them
+        values = {f: list(map(getter, records)) for f, getter in self._text_getters.items()}
+        for field in _FORMATTED_FIELDS:                    # validated even when the model skips them
             values[field] = parse_column(field, values[field])
-        # One (fields x rows) array for the model's numeric inputs, used as its (rows x fields) view.
-        numeric = np.array([values[f] for f in self.numeric_fields], dtype=float).reshape(-1, len(records)).T
+        numeric = self._plain_inputs(records)
+        if self._formatted_inputs:
+            numeric = np.concatenate((numeric, *(values[f][:, None] for f in self._formatted_inputs)), axis=1)
         if np.count_nonzero(np.abs(numeric) > MAX_MAGNITUDE):    # ndarray.any() adds a Python-level call
             raise _UseCarefulPath
         codes = np.array([self._fast_codes(f, values[f]) for f in CATEGORICAL_FIELDS], dtype=np.int8).T
         return Batch(len(records), single, self.numeric_fields, numeric, codes, records)
+
+    def _plain_inputs(self, records: list) -> np.ndarray:
+        """The plain numeric inputs, rows x fields (NaN for null), read in one pass over the records:
+        np.fromiter over each record's values in turn fills the matrix with no list per field."""
+        width = self._plain_input_count
+        if not width:
+            return np.empty((len(records), 0))
+        read = map(self._plain_inputs_getter, records)       # a value per record, or a tuple of them
+        values = read if width == 1 else itertools.chain.from_iterable(read)
+        return np.fromiter(values, float, len(records) * width).reshape(len(records), width)
 
     @staticmethod
     def _fast_codes(field: str, values: list[str | None]) -> list[int]:

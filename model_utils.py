@@ -18,7 +18,7 @@ import numpy as np
 from scipy.special import expit
 from statsmodels.iolib.smpickle import load_pickle
 
-from decoding import Batch, RequestDecoder
+from decoding import Batch, RequestDecoder, numeric_input_order
 from schema import CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, NUMERIC_FIELDS, split_dummy
 from artifacts import (ARTIFACT_FILES, IMPUTER_FILE, METADATA_FILE, MODEL_FILE, SCALER_FILE,
                        VARIABLES_FILE, sha256)
@@ -81,9 +81,9 @@ class Scores:
 @dataclass(frozen=True)
 class InputPlan:
     """How a batch becomes the model's inputs in a few numpy calls: the numeric inputs (in the
-    schema's order, as the decoder gives them) imputed with `fill` and scaled with `mean`/`scale`
-    (the fitted imputer's and scaler's numbers), then the indicators, each comparing a
-    categorical's level code with its own.  `names` is that column order."""
+    order the decoder gives them, see `numeric_input_order`) imputed with `fill` and scaled with
+    `mean`/`scale` (the fitted imputer's and scaler's numbers), then the indicators, each comparing
+    a categorical's level code with its own.  `names` is that column order."""
 
     names: tuple[str, ...]
     numeric_fields: tuple[str, ...]
@@ -97,7 +97,7 @@ class InputPlan:
     @classmethod
     def build(cls, features: tuple[str, ...], imputer, scaler) -> "InputPlan":
         position = {name: i for i, name in enumerate(NUMERIC_FIELDS)}
-        numeric = sorted((name for name in features if split_dummy(name) is None), key=position.__getitem__)
+        numeric = numeric_input_order(name for name in features if split_dummy(name) is None)
         dummies = [name for name in features if split_dummy(name) is not None]
         fitted = [position[name] for name in numeric]
         levels = [split_dummy(name) for name in dummies]
