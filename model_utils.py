@@ -114,6 +114,9 @@ class InputPlan:
             alphabetical=np.array(sorted(range(len(names)), key=names.__getitem__), dtype=int))
 
 
+_ZERO_ONE = np.array([0.0, 1.0], dtype=object)   # an indicator's two values, indexed by it
+
+
 def _result_struct(name: str, fields_: tuple[str, ...]) -> type:
     kinds = {"business_outcome": int, "contributions": dict[str, float]}
     return msgspec.defstruct(name, [(f, kinds.get(f, float)) for f in fields_], gc=False)
@@ -140,6 +143,7 @@ class Model:
         self._explained_type = _result_struct("ExplainedResult", self.explained_fields)
         self._alphabetical_names = [self.plan.names[i] for i in self.plan.alphabetical]
         self._alphabetical_coef = self.coef[self.plan.alphabetical]
+        self._result_order = self.plan.alphabetical.tolist()    # list indexing wants ints, not numpy's
 
     @property
     def name(self) -> str:
@@ -174,13 +178,22 @@ class Model:
         """One record per row with business_outcome, phat and the inputs, keys in alphabetical order;
         with `explain`, also each input's contribution to the log-odds (coefficient x input)."""
         order = self.plan.alphabetical
-        columns = [scores.phat.tolist(), *scores.inputs[:, order].T.tolist()]
+        inputs = self._input_columns(scores.inputs)
+        columns = [scores.phat.tolist(), *[inputs[i] for i in self._result_order]]
         outcome = scores.outcome.tolist()
         if not explain:
             return list(map(self._result_type, outcome, *columns))   # one C-level loop over the rows
         contributions = (scores.inputs[:, order] * self._alphabetical_coef + 0.0).tolist()  # + 0.0: no -0.0
         return list(map(self._explained_type, outcome,
                         (dict(zip(self._alphabetical_names, c)) for c in contributions), *columns))
+
+    def _input_columns(self, inputs: np.ndarray) -> list[list]:
+        """Each input column as a list, in plan.names order.  Indicator columns hold the two shared
+        objects 0.0 and 1.0 rather than a new float per row: on a 10,000-row batch that avoids making,
+        encoding from and freeing 180,000 floats, about a quarter of the response's cost."""
+        numeric = len(self.plan.numeric_fields)
+        indicators = _ZERO_ONE[inputs[:, numeric:].astype(np.intp)]
+        return inputs[:, :numeric].T.tolist() + indicators.T.tolist()
 
     def encode(self, batch: Batch, scores: Scores, explain: bool = False) -> bytes:
         """Response bytes: an object for a one-object request, else an array in request order."""

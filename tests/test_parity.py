@@ -232,3 +232,22 @@ def test_decoder_paths_agree_on_any_values(decoder, changes):
         return
     assert_same_batch(decoder.decode(body), careful)
 
+
+@pytest.mark.parametrize("rows", [1, 300])
+def test_response_holds_each_model_input_as_a_json_float(rows):
+    """Every input is written as a float (indicators as 0.0 and 1.0, never 0, 1 or true), equal to
+    the matrix the model scored, under its own name."""
+    model = load_model(MODEL_DIR)
+    body = json.dumps(variant_records(SEED + 5, rows=rows)).encode()
+    batch = model.decoder.decode(body)
+    scores = model.score(batch)
+    results = json.loads(model.encode(batch, scores))
+    assert len(results) == rows
+    for row, result in enumerate(results):
+        assert type(result.pop("business_outcome")) is int
+        assert result.pop("phat") == scores.phat[row]
+        assert all(type(value) is float for value in result.values()), result
+        assert result == {name: scores.inputs[row, i] for i, name in enumerate(model.plan.names)}
+    if rows > 1:      # both indicator values occur
+        indicators = [name for name in model.plan.names if "_" in name]
+        assert {result[name] for result in results for name in indicators} == {0.0, 1.0}
