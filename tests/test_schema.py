@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schema
 from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, FieldError,
-                    Profile, all_model_columns, dummy_columns, numeric_parser, parse_currency,
+                    Profile, all_model_columns, dummy_columns, numeric_parser, parse_column, parse_currency,
                     parse_level, parse_number, parse_percent, split_dummy)
 
 MISSING_MARKERS = [None, float("nan"), "", "   ", "nan", "NaN", "NAN", "NA", "na", " nan ", "\tNaN\n"]
@@ -285,3 +287,66 @@ def test_split_dummy_inverts_the_column_names():
             assert level is None
         else:
             assert level in CATEGORICAL_LEVELS[field] and column == f"{field}_{level}"
+
+
+# --------------------------------------------------------------------------- whole-column reading
+
+# The number patterns written without possessive quantifiers or atomic groups: the plain form the
+# faster one must agree with.
+PLAIN_UNSIGNED = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+PLAIN_NUMBER = r"[+-]?" + PLAIN_UNSIGNED
+NUMBERISH = "0123456789.eE+-() \t%nNaA$,\n"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=NUMBERISH, max_size=14))
+def test_possessive_number_patterns_match_what_the_plain_ones_match(text):
+    for plain, fast in ((PLAIN_NUMBER, schema.NUMBER_PATTERN), (PLAIN_UNSIGNED, schema.UNSIGNED_PATTERN)):
+        assert bool(re.fullmatch(plain, text, re.ASCII)) == bool(re.fullmatch(fast, text, re.ASCII)), text
+    percent_line = r"[ \t]*(?:" + PLAIN_NUMBER + r"[ \t]*%?|[nN][aA][nN])[ \t]*"
+    column = r"(?:" + percent_line + r"\n)*" + percent_line
+    assert bool(re.fullmatch(column, text, re.ASCII)) == bool(schema._COLUMN["x63"].fullmatch(text)), text
+
+
+def column_values(field: str):
+    spelled = st.text(alphabet=NUMBERISH.replace("\n", ""), max_size=10)
+    if field == "x12":
+        typical = st.sampled_from(["$6,882.34", "$6,882.34 ", "$-5,032.58", "($5,032.58)", "3709.93", "nan"])
+    else:
+        typical = st.sampled_from(["62.59%", "3.11%", "45.85", " 7 % ", "nan", "NaN"])
+    return st.lists(st.one_of(typical, spelled), min_size=8, max_size=30)
+
+
+TRICKY_VALUES = ["5%%", "%5", "5 5%", "5%5", "(5", "5)", "((5))", "(-5)", "-(5)", "$(5)", "1e", "1e+", ".", "+", "-",
+                 "-.5e-3", "5.", "+.5", "1_0", "inf", "-Infinity", "1e999", "nan%", "NA", "-nan", " 7 % ", "\t8",
+                 "8\t", "", " ", "0x10", "1,2.5", "$$5", "5 $", 12.5, None, float("nan")]
+
+
+@pytest.mark.parametrize("field", ["x12", "x63"])
+@pytest.mark.parametrize("value", TRICKY_VALUES)
+def test_parse_column_agrees_with_the_parser_on_tricky_values(field, value):
+    typical = ["$6,882.34", "($5,032.58)", "3709.93", "nan"] if field == "x12" else ["62.59%", "45.85", "nan", "3.11%"]
+    values = typical * 3 + [value]
+    parser = numeric_parser(field)
+    try:
+        expected = np.array([parser(v) for v in values])
+    except FieldError:
+        with pytest.raises(FieldError):
+            parse_column(field, values)
+        return
+    np.testing.assert_array_equal(parse_column(field, values), expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_parse_column_reads_a_column_as_the_parser_reads_each_value(data):
+    field = data.draw(st.sampled_from(["x12", "x63"]))
+    values = data.draw(column_values(field))
+    parser = numeric_parser(field)
+    try:
+        expected = np.array([parser(v) for v in values])
+    except FieldError:
+        with pytest.raises(FieldError):
+            parse_column(field, values)
+        return
+    np.testing.assert_array_equal(parse_column(field, values), expected)
