@@ -85,12 +85,30 @@ def numeric_input_order(fields: Iterable[str]) -> tuple[str, ...]:
     return (*plain, *(f for f in _FORMATTED_FIELDS if f in wanted))
 
 
+class _FloatReader:
+    """Reads float fields of typed records into a rows x fields matrix (NaN for null) in one pass
+    over the records: np.fromiter over each record's values in turn, with no list per field."""
+
+    def __init__(self, fields: Iterable[str]) -> None:
+        fields = tuple(fields)
+        self.width = len(fields)
+        # attrgetter gives a tuple for several fields, the bare value for one.
+        self._getter = operator.attrgetter(*fields) if fields else None
+
+    def read(self, records: list) -> np.ndarray:
+        if not self.width:
+            return np.empty((len(records), 0))
+        read = map(self._getter, records)
+        values = read if self.width == 1 else itertools.chain.from_iterable(read)
+        return np.fromiter(values, float, len(records) * self.width).reshape(len(records), self.width)
+
+
 def _record_type() -> type:
     """The typed record msgspec decodes into: every field required, extra keys ignored."""
     def kind(field: str) -> Any:
         if field in CATEGORICAL_LEVELS:
             return Union[str, None]
-        if field in (CURRENCY_FIELD, PERCENT_FIELD):
+        if field in _FORMATTED_FIELDS:
             return Union[str, float, None]
         return Union[float, None]
     return msgspec.defstruct("Record", [(f, kind(f)) for f in FIELDS], gc=False)
@@ -107,12 +125,11 @@ class RequestDecoder:
         self._fast = msgspec.json.Decoder(Union[record, list[record]], strict=False)
         self._formatted_inputs = [f for f in _FORMATTED_FIELDS if f in self.numeric_fields]
         plain_inputs = self.numeric_fields[:len(self.numeric_fields) - len(self._formatted_inputs)]
-        self._plain_inputs_getter = operator.attrgetter(*plain_inputs) if plain_inputs else None
-        self._plain_input_count = len(plain_inputs)
+        self._plain_inputs = _FloatReader(plain_inputs)
         # Text fields are wanted as a list each: one C-level pass over the records per field.
         self._text_getters = {f: operator.attrgetter(f) for f in _TEXT_FIELDS}
         plain_numeric = [f for f in NUMERIC_FIELDS if f not in _TEXT_FIELDS]
-        self._plain_numeric_getter = operator.attrgetter(*plain_numeric)
+        self._plain_numeric = _FloatReader(plain_numeric)
         self._plain_numeric_columns = [_NUMERIC_COLUMN[f] for f in plain_numeric]
 
     def decode(self, body: bytes) -> Batch:
@@ -136,26 +153,22 @@ class RequestDecoder:
         if not records:
             raise _UseCarefulPath
         self._check_count(len(records))
-        values = {f: list(map(getter, records)) for f, getter in self._text_getters.items()}
+        values = self._text_values(records)
         for field in _FORMATTED_FIELDS:                    # validated even when the model skips them
             values[field] = parse_column(field, values[field])
-        numeric = self._plain_inputs(records)
+        numeric = self._plain_inputs.read(records)
         if self._formatted_inputs:
             numeric = np.concatenate((numeric, *(values[f][:, None] for f in self._formatted_inputs)), axis=1)
         if np.count_nonzero(np.abs(numeric) > MAX_MAGNITUDE):    # ndarray.any() adds a Python-level call
             raise _UseCarefulPath
-        codes = np.array([self._fast_codes(f, values[f]) for f in CATEGORICAL_FIELDS], dtype=np.int8).T
-        return Batch(len(records), single, self.numeric_fields, numeric, codes, records)
+        return Batch(len(records), single, self.numeric_fields, numeric, self._codes(values), records)
 
-    def _plain_inputs(self, records: list) -> np.ndarray:
-        """The plain numeric inputs, rows x fields (NaN for null), read in one pass over the records:
-        np.fromiter over each record's values in turn fills the matrix with no list per field."""
-        width = self._plain_input_count
-        if not width:
-            return np.empty((len(records), 0))
-        read = map(self._plain_inputs_getter, records)       # a value per record, or a tuple of them
-        values = read if width == 1 else itertools.chain.from_iterable(read)
-        return np.fromiter(values, float, len(records) * width).reshape(len(records), width)
+    def _text_values(self, records: list) -> dict[str, list]:
+        return {f: list(map(getter, records)) for f, getter in self._text_getters.items()}
+
+    def _codes(self, values: dict[str, list]) -> np.ndarray:
+        """rows x 4 level codes of the categorical values a fast-path decode read."""
+        return np.array([self._fast_codes(f, values[f]) for f in CATEGORICAL_FIELDS], dtype=np.int8).T
 
     @staticmethod
     def _fast_codes(field: str, values: list[str | None]) -> list[int]:
@@ -234,13 +247,11 @@ class RequestDecoder:
         """All 96 numeric fields (rows x 96, NaN where missing) and the 4 level codes (rows x 4) of
         records the fast path decoded, for drift monitoring.  They were validated already."""
         numeric = np.empty((len(records), len(NUMERIC_FIELDS)))
-        plain = np.array(list(map(self._plain_numeric_getter, records)), dtype=float)
-        numeric[:, self._plain_numeric_columns] = plain.reshape(len(records), -1)
-        for field in (CURRENCY_FIELD, PERCENT_FIELD):
-            numeric[:, _NUMERIC_COLUMN[field]] = parse_column(field, [getattr(r, field) for r in records])
-        codes = np.array([self._fast_codes(f, [getattr(r, f) for r in records]) for f in CATEGORICAL_FIELDS],
-                         dtype=np.int8).reshape(len(CATEGORICAL_FIELDS), len(records)).T
-        return numeric, codes
+        numeric[:, self._plain_numeric_columns] = self._plain_numeric.read(records)
+        values = self._text_values(records)
+        for field in _FORMATTED_FIELDS:
+            numeric[:, _NUMERIC_COLUMN[field]] = parse_column(field, values[field])
+        return numeric, self._codes(values)
 
     def _check_count(self, rows: int) -> None:
         if rows > self.max_rows:

@@ -193,6 +193,20 @@ def test_fast_path_reads_any_set_of_numeric_inputs(fields, rows):
     np.testing.assert_array_equal(fast.codes, careful.codes)
 
 
+def test_monitoring_columns_of_fast_path_records_equal_the_careful_columns(decoder):
+    """Drift monitoring reads all 96 numeric fields and the 4 codes of set-aside typed records;
+    they must be what the careful path reads from the same body, nulls included."""
+    records = variant_records(SEED + 6, rows=120)
+    for i, field in enumerate(("x1", CURRENCY_FIELD, PERCENT_FIELD, "x5", "x99")):
+        records[3 * i][field] = None
+    body = json.dumps(records).encode()
+    fast = decoder._decode_fast(body)
+    careful = decoder._decode_careful(body)
+    numeric, codes = decoder.monitoring_columns(fast.records)
+    np.testing.assert_array_equal(numeric, careful.numeric)
+    np.testing.assert_array_equal(codes, careful.codes)
+
+
 def test_numeric_input_order_puts_the_formatted_fields_last():
     assert decoding.numeric_input_order(["x63", "x91", "x12", "x4"]) == ("x4", "x91", "x12", "x63")
     with pytest.raises(ValueError, match="x5"):
