@@ -7,7 +7,8 @@ import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '1313')}"
 # Measured on 2 cores (bench/http_bench.py): 2 gthread workers x 4 threads served the most
-# single-record requests, 4-41% more than 2 or 4 sync workers depending on the run (keep-alive).
+# single-record requests in most runs (keep-alive), up to 41% more than 2 or 4 sync workers; in
+# quiet runs the three are within 3-10%, and 2 sync workers once led by 3%.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("THREADS", "4"))
 worker_class = os.environ.get("WORKER_CLASS", "gthread")
