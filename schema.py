@@ -42,20 +42,54 @@ NUMERIC_FIELDS: tuple[str, ...] = tuple(f for f in FIELDS if f not in CATEGORICA
 CURRENCY_EXAMPLES = ("$6,882.34", "$6,882.34 ", "$-5,032.58", "($5,032.58)", "$66.55", "3709.93")
 PERCENT_EXAMPLES = ("62.59%", "3.11%", "45.85")
 
-# A value is missing when it is null or one of these strings (any case, spaces ignored).
+# A value is missing when it is null or one of these strings (any case, surrounding spaces ignored).
 # "null" and a signed "nan" are included because JSON decoders commonly read them as missing.
 MISSING_STRINGS = frozenset({"", "nan", "na", "null", "-nan", "+nan"})
+SPACE_CHARS = " \t\n\r\f\v"          # what may surround a value; ASCII only, as in the document
 
-# A decimal number, optionally signed, with an optional exponent ("12", "-0.5", ".5", "1e-3").
-# Possessive quantifiers and an atomic group ("++", "?+", "(?>...)"): a number can be read only one
-# way, so giving up the backtracking positions changes no match and makes whole-column checks
-# about a third faster.
-UNSIGNED_PATTERN = r"(?>\d++(?:\.\d*+)?+|\.\d++)(?:[eE][+-]?+\d++)?+"
-NUMBER_PATTERN = r"[+-]?+" + UNSIGNED_PATTERN
-_NUMBER = re.compile(r"\s*(" + NUMBER_PATTERN + r")\s*", re.ASCII)   # ASCII: no "١٢"
-_PERCENT = re.compile(r"\s*(" + NUMBER_PATTERN + r")\s*%?\s*", re.ASCII)
-# After '$', ',' and spaces are dropped: "(5032.58)" is negative, so is "-5032.58".
-_CURRENCY = re.compile(r"\s*(?:\((?P<paren>" + UNSIGNED_PATTERN + r")\)|(?P<plain>" + NUMBER_PATTERN + r"))\s*", re.ASCII)
+# ------------------------------------------------------------------ how numbers are written
+# Each shape is written once, in the regular-expression syntax Python and JSON Schema share: the
+# parsers below use it, and the OpenAPI document shows it (with bounded digit counts).  Every
+# shape reads one way only (no two adjacent parts can take the same characters), so a long
+# value that fails to match is refused in linear time.
+SPACE = r"[ \t\n\r\f\v]"
+
+
+def unsigned_pattern(digits: str = "+", exponent: str = "+") -> str:
+    """A decimal number without its sign: "12", "0.5", ".5", "12.", with an optional exponent."""
+    return rf"(?:[0-9]{digits}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{exponent})?"
+
+
+def number_pattern(digits: str = "+", exponent: str = "+") -> str:
+    return "[+-]?" + unsigned_pattern(digits, exponent)
+
+
+def amount_pattern(groups: str = "+", digits: str = "+", exponent: str = "+") -> str:
+    """A currency amount without its sign: thousands separators are commas between groups of
+    exactly three digits before the decimal point ("6,882.34"); without them, any number."""
+    grouped = rf"[0-9]{{1,3}}(?:,[0-9]{{3}}){groups}(?:\.[0-9]*)?"
+    return f"(?:{grouped}|{unsigned_pattern(digits, exponent)})"
+
+
+def currency_pattern(groups: str = "+", digits: str = "+", exponent: str = "+", space: str = SPACE) -> str:
+    """x12: "$6,882.34", "$-5,032.58", "-$5,032.58", "($5,032.58)" (negative), "3709.93"; spaces
+    may follow "$", "(" or a sign, as in "$ 1,000", never sit inside the digits."""
+    amount, s = amount_pattern(groups, digits, exponent), f"{space}*"
+    return (rf"(?:\({s}(?:\${s})?{amount}{s}\)"
+            rf"|(?:[+-]{s})?(?:\${s})?{amount}"
+            rf"|\${s}[+-]{s}{amount})")
+
+
+def percent_pattern(digits: str = "+", exponent: str = "+", space: str = SPACE) -> str:
+    """x63: "62.59%" or "45.85", on the 0-100 scale."""
+    return rf"{number_pattern(digits, exponent)}(?:{space}*%)?"
+
+
+_NUMBER = re.compile(f"{SPACE}*({number_pattern()}){SPACE}*")
+_PERCENT = re.compile(f"{SPACE}*({number_pattern()})(?:{SPACE}*%)?{SPACE}*")
+_CURRENCY = re.compile(f"{SPACE}*{currency_pattern()}{SPACE}*")
+# What is left of a well-formed amount without '$', ',' and spaces is a signed number; "(5)" is -5.
+_CURRENCY_TO_NUMBER = str.maketrans({"$": None, ",": None, "(": "-", ")": None, **dict.fromkeys(SPACE_CHARS)})
 _MISSING = float("nan")
 
 # The parsers below try the well-formed spelling first (one regular expression) and look at
@@ -70,7 +104,7 @@ class FieldError(ValueError):
 def is_missing(value: Any) -> bool:
     """null, a missing marker string, or a float NaN (how a CSV reader hands over an empty cell)."""
     if isinstance(value, str):
-        return value.strip().lower() in MISSING_STRINGS
+        return value.strip(SPACE_CHARS).lower() in MISSING_STRINGS
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
@@ -113,22 +147,23 @@ def parse_number(value: Any) -> float:
     return parse_number_text(value) if isinstance(value, str) else _not_text(value)
 
 
+CURRENCY_MESSAGE = ("expected a currency amount such as \"$6,882.34\" or \"($5,032.58)\" "
+                    "(commas only between groups of three digits before the decimal point)")
+
+
 def parse_currency(value: Any) -> float:
     """x12: "$6,882.34", "$-5,032.58", "($5,032.58)" (negative), "3709.93" or a number.
 
-    '$', ',' and spaces are dropped; parentheses around the amount or a minus sign make it
-    negative (both at once is rejected as ambiguous).
-    """
+    A comma must separate groups of exactly three digits before the decimal point, so an amount
+    written with other separators ("$1.234,56", "12,34") is refused rather than misread.
+    Parentheses or a minus sign make the amount negative (both at once are refused)."""
     if not isinstance(value, str):
         return _not_text(value)
-    match = _CURRENCY.fullmatch(value.replace("$", "").replace(",", "").replace(" ", ""))
-    if match:
-        if match["paren"] is not None:
-            return -_finite(float(match["paren"]))
-        return _finite(float(match["plain"]))
+    if _CURRENCY.fullmatch(value):
+        return _finite(float(value.translate(_CURRENCY_TO_NUMBER)))
     if is_missing(value):
         return _MISSING
-    raise FieldError("expected a currency amount such as \"$6,882.34\" or \"($5,032.58)\"")
+    raise FieldError(CURRENCY_MESSAGE)
 
 
 def parse_percent(value: Any) -> float:
@@ -141,30 +176,30 @@ def parse_percent(value: Any) -> float:
 # Whole-column reading of x12 and x63 for the request path: one regular expression checks every
 # value of the column at once and numpy converts them, instead of one parser call per value.
 # Values it does not cover (other missing markers, non-strings, errors) go to the parsers above.
-_PERCENT_LINE = r"[ \t]*+(?:" + NUMBER_PATTERN + r"[ \t]*+%?+|[nN][aA][nN])[ \t]*+"
-_CURRENCY_LINE = r"\t*+(?:\(" + UNSIGNED_PATTERN + r"\)|" + NUMBER_PATTERN + r"|[nN][aA][nN])\t*+"
-_SHORT_COLUMN = 8   # measured: one parser call per value is faster for fewer values than this
+_NAN, _BLANK = "[nN][aA][nN]", r"[ \t]"         # a column's values are joined by line breaks
+_PERCENT_LINE = rf"{_BLANK}*(?:{percent_pattern(space=_BLANK)}|{_NAN}){_BLANK}*"
+_CURRENCY_LINE = rf"{_BLANK}*(?:{currency_pattern(space=_BLANK)}|{_NAN}){_BLANK}*"
+_SHORT_COLUMN = 8   # below this many values, one parser call per value costs less than the join
 _COLUMN = {
-    PERCENT_FIELD: re.compile(r"(?:" + _PERCENT_LINE + r"\n)*+" + _PERCENT_LINE, re.ASCII),
-    CURRENCY_FIELD: re.compile(r"(?:" + _CURRENCY_LINE + r"\n)*+" + _CURRENCY_LINE, re.ASCII),
+    PERCENT_FIELD: re.compile(rf"(?:{_PERCENT_LINE}\n)*{_PERCENT_LINE}"),
+    CURRENCY_FIELD: re.compile(rf"(?:{_CURRENCY_LINE}\n)*{_CURRENCY_LINE}"),
 }
+_COLUMN_TO_NUMBER = {CURRENCY_FIELD: str.maketrans({"$": None, ",": None, "(": "-", ")": None, " ": None, "\t": None}),
+                     PERCENT_FIELD: str.maketrans({"%": None})}     # keeps the line breaks between values
 
 
 def parse_column(field: str, values: list) -> np.ndarray:
     """Every value of an x12 or x63 column, exactly as `numeric_parser(field)` reads each one."""
-    if len(values) < _SHORT_COLUMN:    # the whole-column reading only pays off for longer columns
+    if len(values) < _SHORT_COLUMN:
         parser = numeric_parser(field)
         return np.array([parser(v) for v in values], dtype=float)
     try:
         joined = "\n".join(values)
     except TypeError:                  # a number or null among the strings
         joined = None
-    if joined is not None and field == CURRENCY_FIELD:
-        joined = joined.replace("$", "").replace(",", "").replace(" ", "")
     if joined is not None and _COLUMN[field].fullmatch(joined):
-        text = joined.replace("(", "-").replace(")", "") if field == CURRENCY_FIELD else joined.replace("%", "")
-        parts = text.split("\n")
-        if len(parts) == len(values):
+        parts = joined.translate(_COLUMN_TO_NUMBER[field]).split("\n")   # signed numbers numpy reads
+        if len(parts) == len(values):  # no value held a line break of its own
             numbers = np.array(parts, dtype=float)
             if not np.isinf(numbers).any():
                 return numbers
@@ -182,7 +217,7 @@ def parse_level(field: str, value: Any) -> str | None:
     if is_missing(value):
         return None
     if isinstance(value, str):
-        level = _LEVEL_LOOKUP[field].get(value.strip().lower())
+        level = _LEVEL_LOOKUP[field].get(value.strip(SPACE_CHARS).lower())
         if level is not None:
             return level
     raise FieldError("expected one of " + ", ".join(CATEGORICAL_LEVELS[field]))
