@@ -33,7 +33,8 @@ from schema import ROOT, load_example
 log = logging.getLogger("api")
 access_log = logging.getLogger("api.access")
 PROBLEM_TYPE = "urn:ad-purchase-api:problem:"
-TRUE_WORDS = ("1", "true", "yes")
+# The values ?explain= takes, as the OpenAPI document lists them; anything else is a 400.
+EXPLAIN_VALUES = {"true": True, "false": False, "1": True, "0": False}
 INPUT_TYPES = ("application/json", "text/csv")   # the first is the default answer
 # Accept headers that can only mean JSON.  Most clients send one of these, so the header is
 # parsed only when it could ask for CSV (parsing it costs more than encoding a one-row answer).
@@ -74,12 +75,24 @@ class Settings:
         return cls(**values)
 
 
+MAX_PROBLEM_BYTES = 64 * 1024      # no error body is larger, whatever the request held
+MAX_DETAIL_CHARS = 1000
+
+
 def problem(status: int, title: str, detail: str, slug: str | None = None, **extra) -> Response:
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[:MAX_DETAIL_CHARS] + " ..."
     body = {"type": PROBLEM_TYPE + slug if slug else "about:blank", "title": title, "status": status,
             "detail": detail, **extra}
     if "request_id" in g:
         body["request_id"] = g.request_id
-    return Response(msgspec.json.encode(body), status=status, mimetype="application/problem+json")
+    encoded = msgspec.json.encode(body)
+    errors = body.get("errors")
+    while len(encoded) > MAX_PROBLEM_BYTES and errors:     # long values, many escapes: list fewer
+        del errors[len(errors) // 2:]
+        body["detail"] = f"{detail} The first {len(errors)} are listed."
+        encoded = msgspec.json.encode(body)
+    return Response(encoded, status=status, mimetype="application/problem+json")
 
 
 def request_body(max_length: int) -> bytes:
@@ -159,8 +172,14 @@ def create_app(config: dict | None = None) -> Flask:
         if model is None:
             return problem(503, "Model not loaded", "The service has no verified model to score with.",
                            "not-ready")
-        # request.args parses the query string; most requests have none.
-        explain = bool(request.query_string) and request.args.get("explain", "").lower() in TRUE_WORDS
+        explain = False
+        if request.query_string:            # request.args parses it; most requests have none
+            raw = request.args.get("explain")
+            if raw is not None and raw not in EXPLAIN_VALUES:
+                return problem(400, "Invalid query parameter",
+                               f"explain must be one of {', '.join(EXPLAIN_VALUES)}, not {raw[:100]!r}.",
+                               "invalid-query-parameter", parameter="explain")
+            explain = EXPLAIN_VALUES.get(raw, False)
         body = request_body(settings.MAX_CONTENT_LENGTH)
         try:
             if request.mimetype == "text/csv":
@@ -243,7 +262,7 @@ def _add_swagger(app: Flask, model: Model | None, settings: Settings) -> None:
             except RequestError:       # e.g. MAX_BATCH_ROWS below the batch example's four rows
                 continue
             examples[name] = msgspec.json.decode(body)
-    spec = openapi.build_spec(features, settings.MAX_BATCH_ROWS, examples)
+    spec = openapi.build_spec(features, settings.MAX_BATCH_ROWS, EXPLAIN_VALUES, examples)
 
     assets = swagger_ui_bundle.swagger_ui_path
 

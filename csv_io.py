@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 import msgspec
 import numpy as np
 
-from decoding import MAX_MAGNITUDE, MAX_REPORTED_ERRORS, Batch, RequestError
+from decoding import MAX_MAGNITUDE, MAX_REPORTED_ERRORS, Batch, RequestError, field_error
 from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS,
                     PERCENT_FIELD, FieldError, numeric_parser, parse_level)
 
@@ -153,8 +153,7 @@ class _Errors:
             return
         self.kept.sort(key=operator.itemgetter(0, 1))
         reported = self.kept[:MAX_REPORTED_ERRORS]
-        errors = [{"row": row, "field": field, "value": value, "message": message}
-                  for row, _, field, value, message in reported]
+        errors = [field_error(row, field, message, value) for row, _, field, value, message in reported]
         rows = sorted({e["row"] for e in errors})
         shown = ", ".join(map(str, rows[:SHOWN_ROWS])) + (" ..." if len(rows) > SHOWN_ROWS or
                                                           self.total > len(reported) else "")

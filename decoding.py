@@ -10,7 +10,9 @@ columns or reports every problem with its row, field and value.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
@@ -21,6 +23,11 @@ from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIEL
                     PERCENT_FIELD, FieldError, numeric_parser, parse_column, parse_level)
 
 MAX_REPORTED_ERRORS = 100
+MAX_ECHOED_CHARS = 200          # of a value quoted back in an error
+ABSENT = object()               # a key the record does not have
+UTF8_BOM = b"\xef\xbb\xbf"     # RFC 8259 lets a parser ignore one
+# Keys other serving tools wrap records in: named in the error when a body looks wrapped.
+_WRAPPED = "send the records themselves (an object or an array of objects), not an object with key {key!r}"
 # A model input larger than this would overflow to infinity once standardised and weighted, so
 # it is reported like any other unusable value.
 MAX_MAGNITUDE = 1e300
@@ -133,6 +140,8 @@ class RequestDecoder:
         self._plain_numeric_columns = [_NUMERIC_COLUMN[f] for f in plain_numeric]
 
     def decode(self, body: bytes) -> Batch:
+        if body.startswith(UTF8_BOM):
+            body = body[len(UTF8_BOM):]
         try:
             return self._decode_fast(body)
         except (msgspec.DecodeError, FieldError, RecursionError, _UseCarefulPath):
@@ -185,7 +194,12 @@ class RequestDecoder:
         try:
             decoded = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            raise RequestError(400, "Malformed JSON", f"The body is not valid JSON: {exc}") from None
+            if "out of range" not in str(exc):
+                raise RequestError(400, "Malformed JSON", f"The body is not valid JSON: {exc}") from None
+            try:    # a number literal beyond the float range (1e400): valid JSON, an unusable value
+                decoded = _LITERAL_FLOATS.decode(body)
+            except msgspec.DecodeError as again:      # an integer too long for any reader
+                raise RequestError(400, "Malformed JSON", f"The body is not valid JSON: {again}") from None
         except RecursionError:
             raise RequestError(400, "Malformed JSON", "The body is nested too deeply.") from None
         except UnicodeDecodeError:
@@ -201,6 +215,10 @@ class RequestDecoder:
         if not records:
             raise RequestError(400, "Bad request body", "The array is empty; send 1 or more records.")
         self._check_count(len(records))
+        wrapper = _wrapper_key(records[0])
+        if wrapper is not None:
+            raise RequestError(400, "Bad request body", "The body looks wrapped: " + _WRAPPED.format(key=wrapper)
+                               + ("." if single else f" (row 0 is such an object)."))
         not_objects = [i for i, r in enumerate(records) if not isinstance(r, dict)]
         if not_objects:
             shown = ", ".join(str(i) for i in not_objects[:10])
@@ -213,10 +231,10 @@ class RequestDecoder:
         codes = np.empty((len(records), len(CATEGORICAL_FIELDS)), dtype=np.int8)
         for row, record in enumerate(records):
             for field in FIELDS:
-                if field not in record:
-                    problem, value = "required field is missing", None
+                value = record.get(field, ABSENT)
+                if value is ABSENT:
+                    problem = "required field is missing"
                 else:
-                    value = record[field]
                     try:
                         self._store(row, field, value, numeric, codes)
                         continue
@@ -224,7 +242,7 @@ class RequestDecoder:
                         problem = str(exc)
                 total += 1
                 if len(errors) < MAX_REPORTED_ERRORS:
-                    errors.append({"row": row, "field": field, "value": jsonable(value), "message": problem})
+                    errors.append(field_error(row, field, problem, value))
         if errors:
             rows = sorted({e["row"] for e in errors})
             shown = ", ".join(map(str, rows[:20])) + (" ..." if len(rows) > 20 else "")
@@ -276,12 +294,38 @@ def _may_spell_infinity(body: bytes) -> bool:
     return False
 
 
+_LITERAL_FLOATS = msgspec.json.Decoder(float_hook=float)   # reads 1e400 as inf instead of failing
+
+
+def _wrapper_key(record: Any) -> str | None:
+    """The key of an object that holds records instead of being one: it has none of the fields
+    and a key whose value is an object or an array ({"data": [...]}, {"instances": [...]})."""
+    if not isinstance(record, dict) or any(field in record for field in FIELDS):
+        return None
+    return next((key for key, value in record.items() if isinstance(value, (dict, list))), None)
+
+
 def _json_kind(value: Any) -> str:
     if value is None:
         return "null"
     return {bool: "a boolean", str: "a string", int: "a number", float: "a number"}.get(type(value), "a value")
 
 
-def jsonable(value: Any) -> Any:
-    """A value from the request as it can be echoed in an error body."""
-    return value if isinstance(value, (str, int, float, bool)) or value is None else repr(value)[:200]
+def field_error(row: int, field: str, message: str, value: Any = ABSENT) -> dict:
+    """One entry of a 422's `errors`: where, what was sent and why.  The value is echoed cut to
+    MAX_ECHOED_CHARS characters (the message says so); an absent key has no `value` at all, so
+    it cannot be mistaken for the missing marker null."""
+    error: dict[str, Any] = {"row": row, "field": field}
+    if value is not ABSENT:
+        if isinstance(value, float) and not math.isfinite(value):
+            value = repr(value)                    # JSON has no spelling for it
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_MAGNITUDE:
+            value = str(value)                     # hundreds of digits: shortened below
+        elif not isinstance(value, (str, int, float, bool)) and value is not None:
+            value = reprlib.repr(value)            # an object or array: a short description of it
+        if isinstance(value, str) and len(value) > MAX_ECHOED_CHARS:
+            message += f" (value shortened to its first {MAX_ECHOED_CHARS} of {len(value):,} characters)"
+            value = value[:MAX_ECHOED_CHARS]
+        error["value"] = value
+    error["message"] = message
+    return error

@@ -6,44 +6,94 @@ so what the page shows is what the service answers.
 """
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Iterable
 
+from decoding import MAX_MAGNITUDE
 from schema import (CATEGORICAL_LEVELS, CATEGORICAL_MEANING, CURRENCY_EXAMPLES, CURRENCY_FIELD, FIELDS,
-                    PERCENT_EXAMPLES, PERCENT_FIELD, load_example)
+                    MISSING_STRINGS, PERCENT_EXAMPLES, PERCENT_FIELD, SPACE, currency_pattern, load_example,
+                    number_pattern, percent_pattern)
 
 API_VERSION = "1.0.0"
 _MISSING_TEXT = 'null, "" or "nan"/"NA"/"null" in any case mean missing'
-# JSON Schema patterns have no case-insensitive flag, so the missing markers are spelled out.
-# The patterns describe the usual spellings (a subset of what the service reads) and keep
-# numbers within the documented magnitude.
-_MISSING = r"[nN][aA][nN]?|[nN][uU][lL][lL]|[+-][nN][aA][nN]"
-_DIGITS = r"[0-9]{1,15}(\.[0-9]{0,15})?"
-_NUMERIC_TEXT = rf"^ *([+-]?({_DIGITS}|\.[0-9]{{1,15}})|{_MISSING})? *$"
-_PERCENT_TEXT = rf"^ *([+-]?{_DIGITS} *%?|{_MISSING})? *$"
-_CURRENCY_TEXT = rf"^ *(\(\$?[0-9]{{1,3}}(,?[0-9]{{3}}){{0,4}}(\.[0-9]{{1,2}})?\)|(-\$?|\$-?)?[0-9]{{1,3}}(,?[0-9]{{3}}){{0,4}}(\.[0-9]{{1,2}})?|{_MISSING})? *$"
-_NUMBER = {"type": "number", "minimum": -1e300, "maximum": 1e300}
+
+# Patterns are the schema's own shapes (schema.py), anchored and with digit counts bounded so that
+# every number a pattern admits is finite and at most 1e300 in size, as the service requires of
+# model inputs: at most 200 digits before the point and a two-digit exponent.  The service reads
+# any finite number, so longer spellings it accepts are the only ones a pattern leaves out.
+_DIGITS, _EXPONENT, _GROUPS = "{1,200}", "{1,2}", "{1,66}"
+LARGEST_FLOAT = 1.7976931348623157e308
 
 
-def _field_schema(name: str) -> dict:
+def _any_case(word: str) -> str:
+    """A pattern matching `word` in any case (JSON Schema patterns have no case-insensitive flag)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+_MISSING = "|".join(_any_case(word) for word in sorted(MISSING_STRINGS) if word)
+
+
+def _text(shape: str, space: str = SPACE) -> str:
+    """A whole value: `shape` or a missing marker or nothing, with spaces around it."""
+    return f"{space}*(?:(?:{shape}|{_MISSING}){space}*)?"
+
+
+def _levels(field: str) -> str:
+    return "|".join(_any_case(level) for level in CATEGORICAL_LEVELS[field])
+
+
+def _shape(field: str, groups: str = _GROUPS, space: str = SPACE) -> str:
+    """The spelling of a numeric field's text, without surrounding spaces or missing markers."""
+    if field == CURRENCY_FIELD:
+        return currency_pattern(groups, _DIGITS, _EXPONENT, space)
+    if field == PERCENT_FIELD:
+        return percent_pattern(_DIGITS, _EXPONENT, space)
+    return number_pattern(_DIGITS, _EXPONENT)
+
+
+def _field_schema(name: str, model_input: bool) -> dict:
     if name in CATEGORICAL_LEVELS:
         levels = CATEGORICAL_LEVELS[name]
-        return {"type": "string", "nullable": True, "enum": [*levels, "nan", None],
+        return {"type": "string", "nullable": True, "pattern": f"^{_text(_levels(name))}$",
                 "description": f"{CATEGORICAL_MEANING[name]}: one of {', '.join(levels)} "
                                f"(case and surrounding spaces ignored); {_MISSING_TEXT}",
                 "example": levels[0]}
+    bound = MAX_MAGNITUDE if model_input else LARGEST_FLOAT
+    number = {"type": "number", "minimum": -bound, "maximum": bound}
+    text = {"type": "string", "pattern": f"^{_text(_shape(name))}$"}
+    limit = f"at most {MAX_MAGNITUDE:g} in size (a model input)" if model_input else "finite"
     if name == CURRENCY_FIELD:
-        return {"nullable": True, "oneOf": [_NUMBER, {"type": "string", "pattern": _CURRENCY_TEXT}],
-                "description": "currency amount: " + ", ".join(f'"{e}"' for e in CURRENCY_EXAMPLES)
-                               + f" or a number; parentheses or a minus sign mean negative; {_MISSING_TEXT}",
-                "example": CURRENCY_EXAMPLES[0]}
-    if name == PERCENT_FIELD:
-        return {"nullable": True, "oneOf": [_NUMBER, {"type": "string", "pattern": _PERCENT_TEXT}],
-                "description": "percentage on the 0-100 scale: " + ", ".join(f'"{e}"' for e in PERCENT_EXAMPLES)
-                               + f" or a number; {_MISSING_TEXT}",
-                "example": PERCENT_EXAMPLES[0]}
-    return {"nullable": True, "oneOf": [_NUMBER, {"type": "string", "pattern": _NUMERIC_TEXT}],
-            "description": f"finite number or numeric string, at most 1e300 in size; {_MISSING_TEXT}",
-            "example": "0.137"}
+        description = ("currency amount: " + ", ".join(f'"{e}"' for e in CURRENCY_EXAMPLES)
+                       + " or a number; commas only between groups of three digits before the decimal "
+                       f"point; parentheses or a minus sign mean negative; {limit}; {_MISSING_TEXT}")
+        example = CURRENCY_EXAMPLES[0]
+    elif name == PERCENT_FIELD:
+        description = ("percentage on the 0-100 scale: " + ", ".join(f'"{e}"' for e in PERCENT_EXAMPLES)
+                       + f" or a number; {limit}; {_MISSING_TEXT}")
+        example = PERCENT_EXAMPLES[0]
+    else:
+        description = f"number or numeric string, {limit}; {_MISSING_TEXT}"
+        example = "0.137"
+    return {"nullable": True, "oneOf": [number, text], "description": description, "example": example}
+
+
+def csv_body_pattern() -> str:
+    """A CSV body the service scores: the header naming x0..x99, then lines of cells in the same
+    order; a currency amount with commas is quoted, as CSV requires.  (The service also reads
+    the columns in any order, extra columns and other quoting; the row limit is in the text, since
+    a pattern repeating a hundred cells thousands of times is too large for validators.)"""
+    space = r"[ \t]"                       # a line break would end the row
+    cells = []
+    for field in FIELDS:
+        if field in CATEGORICAL_LEVELS:
+            cells.append(_text(_levels(field), space))
+        elif field == CURRENCY_FIELD:
+            quoted = _text(_shape(field, space=space), space)
+            unquoted = _text(_shape(field, "{0}", space), space)
+            cells.append(f'(?:"{quoted}"|{unquoted})')
+        else:
+            cells.append(_text(_shape(field, space=space), space))
+    return rf"^{','.join(FIELDS)}\r?\n(?:{','.join(cells)}\r?\n)+$"
 
 
 def _csv_example(records: list[dict]) -> str:
@@ -64,8 +114,10 @@ def _problem(description: str) -> dict:
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
-def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] | None = None) -> dict:
-    """The whole document; `features` are the model's inputs, echoed in every result."""
+def build_spec(features: list[str], max_rows: int, explain_values: Iterable[str],
+               examples_out: dict[str, Any] | None = None) -> dict:
+    """The whole document; `features` are the model's inputs, echoed in every result, and
+    `explain_values` the values ?explain= takes."""
     result = {
         "type": "object",
         "required": ["business_outcome", "phat", *features],
@@ -93,7 +145,7 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
             "/predict": {"post": {
                 "summary": "Score one record or a batch",
                 "parameters": [{"name": "explain", "in": "query", "required": False,
-                                "schema": {"type": "boolean", "default": False},
+                                "schema": {"type": "string", "enum": list(explain_values), "default": "false"},
                                 "description": "Add `contributions`: each model input's share of the log-odds "
                                                "(coefficient x input); they sum to logit(phat)."}],
                 "description": f"An object gives one result object; an array of 1 to {max_rows} objects gives "
@@ -107,7 +159,9 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
                     "examples": {"single": {"summary": "one record", "value": single},
                                  "batch": {"summary": "a batch of four records", "value": batch}},
                 }, "text/csv": {
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": csv_body_pattern(),
+                               "description": f"A header row naming x0..x99, then one line per record, "
+                                              f"1 to {max_rows} of them (413 beyond)"},
                     "example": _csv_example(batch),
                 }}},
                 "responses": {
@@ -119,7 +173,9 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
                                 "text/csv": {"schema": {"type": "string"},
                                              "description": "with Accept: text/csv; header row, then one line "
                                                             "per record"}}},
-                    "400": _problem("Malformed JSON, or a body that is not an object or a non-empty array of objects"),
+                    "400": _problem("Malformed JSON or CSV, a body that is not an object or a non-empty array "
+                                    "of objects, or an explain value not listed"),
+                    "408": _problem("The request body stopped arriving; the connection is closed"),
                     "413": _problem(f"More than {max_rows} records, or a body over the size limit"),
                     "415": _problem("Content-Type is neither application/json nor text/csv"),
                     "422": _problem("Field values that cannot be used; `errors` lists row, field, value, message"),
@@ -146,7 +202,7 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
         },
         "components": {"schemas": {
             "Record": {"type": "object", "required": list(FIELDS),
-                       "properties": {f: _field_schema(f) for f in FIELDS},
+                       "properties": {f: _field_schema(f, f in features) for f in FIELDS},
                        "description": "One customer's raw fields. Keys beyond x0..x99 are ignored."},
             "Result": result,
             "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
@@ -154,7 +210,9 @@ def build_spec(features: list[str], max_rows: int, examples_out: dict[str, Any] 
                 "detail": {"type": "string"},
                 "errors": {"type": "array", "items": {"type": "object", "properties": {
                     "row": {"type": "integer"}, "field": {"type": "string"},
-                    "value": {"nullable": True}, "message": {"type": "string"}}}},
+                    "value": {"nullable": True,
+                              "description": "as sent, cut to its first 200 characters; absent for a missing key"},
+                    "message": {"type": "string"}}}},
                 "total_errors": {"type": "integer"},
                 "request_id": {"type": "string"},
             }},

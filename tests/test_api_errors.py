@@ -40,8 +40,12 @@ def record(**changes) -> dict:
     return out
 
 
+ABSENT = "<no value: the key is absent>"
+
+
 def located(body: dict) -> list[tuple]:
-    return [(e["row"], e["field"], e["value"]) for e in body["errors"]]
+    """(row, field, value) of each error; an absent key's error carries no value at all."""
+    return [(e["row"], e["field"], e.get("value", ABSENT)) for e in body["errors"]]
 
 
 SINGLE = example_bytes("single")
@@ -176,7 +180,7 @@ def test_every_problem_in_a_record_is_listed():
     del item["x99"]
     body = assert_problem(post(http, item), 422)
     assert located(body) == [(0, "x0", "abc"), (0, "x5", "funday"), (0, "x12", True), (0, "x63", "%%"),
-                             (0, "x99", None)]
+                             (0, "x99", ABSENT)]
     assert body["total_errors"] == 5
     assert all(isinstance(e["message"], str) and e["message"] for e in body["errors"])
     assert_still_serving(http)
@@ -202,7 +206,7 @@ def test_rows_are_zero_based_array_indices():
 def test_reported_errors_are_capped_and_counted():
     body = assert_problem(post(limited, [{}] * 5), 422)
     assert body["total_errors"] == 5 * len(FIELDS)
-    assert located(body) == [(0, field, None) for field in FIELDS]
+    assert located(body) == [(0, field, ABSENT) for field in FIELDS]
     assert_still_serving(limited)
 
 
@@ -228,11 +232,71 @@ def test_huge_integer_is_a_field_error():
     assert_still_serving(http)
 
 
-def test_out_of_range_number_literal_is_rejected():
-    response = post(http, body=single_with("x91", b"1e999"))
-    assert response.status_code in (400, 422)
-    assert_problem(response, response.status_code)
+@pytest.mark.parametrize("literal", [b"1e400", b"-1e999", b"1" + b"0" * 400])
+def test_a_number_beyond_the_float_range_is_a_422_however_it_is_written(literal):
+    """1e400 is valid JSON like 10**400 written out: both are values that cannot be used."""
+    body = assert_problem(post(http, body=single_with("x91", literal)), 422)
+    [error] = body["errors"]
+    assert (error["row"], error["field"]) == (0, "x91")
+    assert error["message"].startswith("must be a finite number")
     assert_still_serving(http)
+
+
+def test_a_json_body_may_start_with_a_byte_order_mark():
+    plain = post(http, body=example_bytes("batch"))
+    marked = post(http, body=b"\xef\xbb\xbf" + example_bytes("batch"))
+    assert (marked.status_code, marked.get_data()) == (200, plain.get_data())
+
+
+@pytest.mark.parametrize("key, payload", [("data", "batch"), ("instances", "batch"), ("input_data", "single"),
+                                          ("inputs", "batch"), ("records", "single")])
+def test_a_wrapped_body_is_a_400_naming_the_wrapper(key, payload):
+    body = assert_problem(post(http, {key: example(payload)}), 400)
+    assert f"not an object with key '{key}'" in body["detail"]
+    assert "errors" not in body                      # not a hundred "required field is missing"
+    body = assert_problem(post(http, [{key: example(payload)}]), 400)
+    assert f"not an object with key '{key}'" in body["detail"] and "row 0" in body["detail"]
+
+
+def test_an_object_without_fields_and_nothing_inside_is_still_a_422():
+    body = assert_problem(post(http, {"note": "hello"}), 422)
+    assert body["total_errors"] == len(FIELDS)
+
+
+def test_a_long_value_is_echoed_cut_and_the_error_says_so():
+    long_value = "7" * 20 + "x" * 50_000_000
+    response = post(http, record(x4=long_value))
+    body = assert_problem(response, 422)
+    assert len(response.get_data()) < 64 * 1024
+    [error] = body["errors"]
+    assert error["value"] == long_value[:200]
+    assert "first 200 of 50,000,020 characters" in error["message"]
+
+
+def test_no_error_body_exceeds_64_kb():
+    """A hundred errors whose values are all escapes would take 120 KB: fewer are listed."""
+    bad = record(**{field: "\u0001" * 200 for field in FIELDS if field not in ("x5", "x31", "x81", "x82")})
+    response = post(http, [bad, bad])
+    body = assert_problem(response, 422)
+    assert len(response.get_data()) <= 64 * 1024
+    assert body["total_errors"] == 2 * 96
+    assert 0 < len(body["errors"]) < 100 and f"The first {len(body['errors'])} are listed." in body["detail"]
+    assert all(error["value"] == "\u0001" * 200 for error in body["errors"])
+
+
+@pytest.mark.parametrize("value, explained", [("true", True), ("1", True), ("false", False), ("0", False)])
+def test_explain_takes_the_documented_values(value, explained):
+    response = http.post(f"/predict?explain={value}", data=example_bytes("single"), headers={"Content-Type": JSON})
+    assert response.status_code == 200
+    assert ("contributions" in response.get_json()) is explained
+
+
+@pytest.mark.parametrize("value", ["null", "", "yes", "TRUE", "2", "true%20", "x" * 5000])
+def test_any_other_explain_value_is_a_400_naming_the_parameter(value):
+    response = http.post(f"/predict?explain={value}", data=example_bytes("single"), headers={"Content-Type": JSON})
+    body = assert_problem(response, 400)
+    assert body["parameter"] == "explain" and "explain must be one of true, false, 1, 0" in body["detail"]
+    assert len(response.get_data()) < 2000
 
 
 def test_escaped_infinity_is_still_rejected():

@@ -98,9 +98,15 @@ def field_valid(field: str, value) -> bool:
     return not (field in DECODER.numeric_fields and abs(number) > decoding.MAX_MAGNITUDE)
 
 
+def looks_wrapped(record: dict) -> bool:
+    """An object holding records rather than being one: none of the fields, and an object or an
+    array under some key ({"data": [...]})."""
+    return not any(field in record for field in FIELDS) and any(isinstance(v, (dict, list)) for v in record.values())
+
+
 def expected_status(payload) -> int:
-    """What the published rules say about a payload: 400 for the wrong shape, 422 for any
-    invalid or missing field, else 200."""
+    """What the published rules say about a payload: 400 for the wrong shape (a wrapped body
+    included), 422 for any invalid or missing field, else 200."""
     if isinstance(payload, dict):
         records = [payload]
     elif isinstance(payload, list) and payload and all(isinstance(r, dict) for r in payload):
@@ -109,6 +115,8 @@ def expected_status(payload) -> int:
         return 400
     if len(records) > MAX_ROWS:
         return 413
+    if looks_wrapped(records[0]):
+        return 400
     ok = all(f in r and field_valid(f, r[f]) for r in records for f in FIELDS)
     return 200 if ok else 422
 

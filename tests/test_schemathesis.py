@@ -1,14 +1,18 @@
 """The OpenAPI document the service publishes, checked against the service itself.
 
 Schemathesis reads /apispec.json from the app (through WSGI, no network), generates requests for
-every documented operation from it, valid ones and ones the schema says are invalid, and checks
-each response: never a 5xx, status codes the document lists for the operation, the documented
-content type, and a body that validates against the documented schema.  Generation is
-deterministic (fixed seed, derandomized) and bounded per operation.
+every documented operation from it, valid ones and ones the schema says are invalid, and runs
+every check it has: never a 5xx, status codes, content types, headers and bodies as documented,
+every request the document calls valid accepted and every one it calls invalid refused, and
+methods the document does not list refused.  Settings shared with a by-hand run are in
+schemathesis.toml beside this file.  Generation is deterministic (fixed seed, derandomized) and
+bounded per operation.
 """
 from __future__ import annotations
 
 import os
+import tomllib
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -19,10 +23,9 @@ pytestmark = pytest.mark.schemathesis
 
 try:
     import schemathesis
-    from schemathesis.checks import not_a_server_error
+    from schemathesis.checks import CHECKS, load_all_checks, not_a_server_error
     from schemathesis.core.failures import FailureGroup
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                  status_code_conformance)
+    from schemathesis.specs.openapi.checks import response_schema_conformance
 except ImportError as exc:  # pinned in requirements-security.txt
     if os.environ.get("CI"):
         raise
@@ -33,12 +36,15 @@ import api
 
 MAX_EXAMPLES = 50
 SEED = 20240611
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+load_all_checks()
+ALL_CHECKS = CHECKS.get_all()          # what `--checks all` runs
 # Routes that are pages rather than API operations: the Swagger UI (flasgger's blueprint, with
 # /apispec.json, this document itself), its assets, and Flask's static folder.
 PAGE_ENDPOINTS = {"static", "swagger_assets"}
 
+SHARED = tomllib.loads((Path(__file__).with_name("schemathesis.toml")).read_text())
 CONFIG = schemathesis.Config.from_dict({
+    **SHARED,
     "seed": SEED,
     "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True},
     # The coverage phase enumerates boundary values of all 100 record fields: ~1,900 requests for
@@ -72,7 +78,13 @@ def test_the_document_is_openapi_3_with_the_request_examples():
 @settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 def test_every_response_matches_the_document(case):
-    case.call_and_validate(checks=CHECKS)
+    case.call_and_validate(checks=ALL_CHECKS)
+
+
+def test_every_check_schemathesis_has_runs():
+    names = {check.__name__ for check in ALL_CHECKS}
+    assert {"negative_data_rejection", "positive_data_acceptance", "unsupported_method",
+            "missing_required_header", "response_headers_conformance"} <= names
 
 
 def test_the_checks_catch_a_response_that_breaks_its_document():
@@ -88,5 +100,5 @@ def test_the_checks_catch_a_response_that_breaks_its_document():
     schema = schemathesis.openapi.from_wsgi("/spec.json", broken, config=CONFIG)
     case = schema["/thing"]["GET"].Case()
     with pytest.raises(FailureGroup) as failure:
-        case.call_and_validate(checks=CHECKS)
+        case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
     assert "Response violates schema" in str(failure.value)
