@@ -18,6 +18,7 @@ RUN groupadd --gid 10001 app \
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY api.py artifacts.py csv_io.py decoding.py model_utils.py observability.py openapi.py schema.py gunicorn.conf.py ./
+COPY ad_purchase/ ad_purchase/
 COPY data/ data/
 COPY examples/ examples/
 COPY templates/ templates/

@@ -1,21 +1,27 @@
 """Gunicorn settings for the prediction service.  Every value can be set from the environment;
-the defaults were chosen by measurement on a 2-core machine (see the README's Performance section)."""
+the defaults were chosen by measurement on a 2-core machine (see docs and bench/)."""
+import atexit
 import gc
+import logging
 import os
 import shutil
+import sys
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '1313')}"
-# Measured on 2 cores (bench/http_bench.py): 2 gthread workers x 4 threads served the most
-# single-record requests in most runs (keep-alive), up to 41% more than 2 or 4 sync workers; in
-# quiet runs the three are within 3-10%, and 2 sync workers once led by 3%.
+# gevent: a connection is a greenlet, so idle and slow clients cannot tie up the workers (the
+# thread and sync workers need a buffering proxy in front for that); the subclass logs the
+# connections it drops for sending no complete request in time.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("THREADS", "4"))
-worker_class = os.environ.get("WORKER_CLASS", "gthread")
+worker_class = os.environ.get("WORKER_CLASS", "ad_purchase.serving.worker.SlowClientWorker")
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))   # per worker, slow ones included
+threads = int(os.environ.get("THREADS", "4"))                            # gthread only
 preload_app = True                   # load and verify the model once, before forking; workers share it
 timeout = int(os.environ.get("TIMEOUT", "60"))                 # a 10,000-row batch takes well under 1 s
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # SIGTERM: in-flight requests finish
-keepalive = 5
+# Seconds an idle kept-alive connection stays open, and the time a client has to send a request's
+# headers (the gevent worker closes the connection after that).
+keepalive = int(os.environ.get("KEEPALIVE", "5"))
 # Recycle workers to bound slow leaks, with jitter so they do not restart at once.  Each recycled
 # worker leaves its metric file (about 256 KB) in PROMETHEUS_MULTIPROC_DIR, hence a high count.
 max_requests = int(os.environ.get("MAX_REQUESTS", "50000"))
@@ -27,25 +33,38 @@ worker_tmp_dir = os.environ.get("WORKER_TMP_DIR", tempfile.gettempdir())  # hear
 
 # Prometheus counters from every worker go to files in one folder, which /metrics adds up.  The
 # folder must be set before the app (and prometheus_client) is imported, and start empty.
-_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
-                                     os.path.join(tempfile.gettempdir(), f"ad-purchase-metrics-{os.getpid()}"))
+_OWN_METRICS_PREFIX = os.path.join(tempfile.gettempdir(), "ad-purchase-metrics-")
+_master = os.getpid()
+_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", f"{_OWN_METRICS_PREFIX}{_master}")
 shutil.rmtree(_metrics_dir, ignore_errors=True)
 os.makedirs(_metrics_dir, exist_ok=True)
 
 
+@atexit.register
+def _remove_own_metrics_dir():
+    """The metric files belong to this server only: gone when the master exits, also when it
+    stops before serving (a missing MODEL_DIR).  Workers exit through here too, hence the pid."""
+    if os.getpid() == _master and _metrics_dir.startswith(_OWN_METRICS_PREFIX):
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
 def when_ready(server):
     """The model is loaded (preload_app): move it out of the garbage collector's sight, so workers
-    share its memory pages instead of copying them when the collector touches them, and exit fast."""
+    share its memory pages instead of copying them when the collector touches them, and exit fast.
+    Only now is the service really there, so this is where it says so."""
     gc.freeze()
-
-
-def on_exit(server):
-    """The metric files belong to this server only."""
-    if _metrics_dir.startswith(os.path.join(tempfile.gettempdir(), "ad-purchase-metrics-")):
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    logging.getLogger("api").info("ready: serving on port %s", os.environ.get("PORT", "1313"))
 
 
 def child_exit(server, worker):
     """A worker's live gauges must not outlive it."""
     from observability import mark_worker_dead
     mark_worker_dead(worker.pid)
+
+
+
+def worker_exit(server, worker):
+    """The worker has served its last request and logged its last line.  What remains is the
+    interpreter's teardown, where gevent's patched locks are already gone when logging cleans
+    up its handlers, which prints a harmless but alarming traceback per handler: not reported."""
+    sys.unraisablehook = lambda unraisable: None

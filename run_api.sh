@@ -22,16 +22,20 @@ if [ "$mode" != "local" ] && command -v docker >/dev/null 2>&1 && docker info >/
   echo "==> building image $IMAGE"
   docker build --tag "$IMAGE" .
   tty_flag=""; [ -t 0 ] && tty_flag="-t"
-  echo "==> serving on http://localhost:$PORT (Docker)"
+  echo "==> starting the image; it answers on http://localhost:$PORT once it logs 'ready'"
   exec docker run --rm -i $tty_flag --init --read-only --tmpfs /tmp \
-    --publish "$PORT:1313" --env WEB_CONCURRENCY --env THREADS "$IMAGE"
+    --publish "$PORT:1313" --env WEB_CONCURRENCY --env WORKER_CLASS --env THREADS "$IMAGE"
 fi
 if [ "$mode" = "docker" ]; then
   echo "error: no Docker engine answers (docker info failed)" >&2
   exit 1
 fi
 
+if [ ! -d "${MODEL_DIR:-objs}" ]; then
+  echo "error: MODEL_DIR ${MODEL_DIR:-objs} is not a folder; train a model with train.py or set MODEL_DIR" >&2
+  exit 1
+fi
 ensure_venv requirements.txt
-echo "==> serving on http://localhost:$PORT (local gunicorn)"
+echo "==> starting gunicorn; it answers on http://localhost:$PORT once it logs 'ready'"
 export PORT
 exec .venv/bin/gunicorn --config gunicorn.conf.py api:app

@@ -273,6 +273,7 @@ class Server:
         # give each server its own folder, removed when it stops.
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), **self.env,
                "PORT": str(self.port)}
+        env = {name: value for name, value in env.items() if value is not None}   # None: gunicorn.conf.py's default
         command = [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"),
                    "--bind", f"127.0.0.1:{self.port}", *self.extra_args, self.app]
         log = open(self.log_path, "wb")

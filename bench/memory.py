@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Memory of the gunicorn workers: RSS after start, and the peak a 10,000-row batch adds.
 
-Starts the service (`gunicorn -c gunicorn.conf.py api:app`, sync, 2 workers unless
-WEB_CONCURRENCY/THREADS/WORKER_CLASS say otherwise) on a free loopback port, reads every
+Starts the service (`gunicorn -c gunicorn.conf.py api:app`, its default worker class, 2 workers
+unless WEB_CONCURRENCY/THREADS/WORKER_CLASS say otherwise) on a free loopback port, reads every
 worker's /proc/<pid>/status (VmRSS) and smaps_rollup (PSS, which splits the pages the
 preloaded app shares copy-on-write among the workers) once it is ready, then POSTs the same
 10,000-row batch a few times.  Before each POST the workers' peak counters (VmHWM) are reset
@@ -106,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         args.requests, args.pandas_requests = 2, 1
     install_cleanup()
     started = time.monotonic()
-    env = {key: os.environ.get(key, default) for key, default in
-           (("WORKER_CLASS", "sync"), ("WEB_CONCURRENCY", "2"), ("THREADS", "1"))}
-    setting = f"{env['WORKER_CLASS']} {env['WEB_CONCURRENCY']} workers x {env['THREADS']} threads"
+    # Unset WORKER_CLASS and THREADS leave gunicorn.conf.py's defaults: the default serving mode.
+    env = {"WORKER_CLASS": os.environ.get("WORKER_CLASS"), "THREADS": os.environ.get("THREADS"),
+           "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2")}
+    setting = f"{env['WORKER_CLASS'] or 'default worker class'}, {env['WEB_CONCURRENCY']} workers"
     say(f"== memory benchmark: gunicorn {setting}")
 
     import synthetic

@@ -6,7 +6,7 @@ the top of each is printed.  With --py-spy it also samples a child process runni
 loop with py-spy (a sampling profiler outside the interpreter, so no profiling overhead in the
 measured code) and prints each function's share of the samples, itself and with its callees.
 
-With --server it starts the service under gunicorn (one sync worker, on a free loopback port),
+With --server it starts the service under gunicorn (one worker of the default class, on a free loopback port),
 loads it with wrk for --seconds + 2 seconds, first single-record POST /predict and then
 GET /health, and samples the worker with py-spy meanwhile: where a request's time goes
 besides predict_body (Flask, gunicorn, metrics, logging).
@@ -131,7 +131,7 @@ def profile_server(seconds: float) -> None:
         say("the server profile needs py-spy in .venv and wrk on PATH; skipped")
         return
     install_cleanup()
-    env = {"WEB_CONCURRENCY": "1", "THREADS": "1", "WORKER_CLASS": "sync"}
+    env = {"WEB_CONCURRENCY": "1", "THREADS": None, "WORKER_CLASS": None}     # the default worker class
     server = Server("service (profile)", "api:app", free_port(), env,
                     RESULTS_DIR / "logs" / "service-profile.log").start()
     try:
@@ -153,7 +153,7 @@ def profile_server(seconds: float) -> None:
                 if load.poll() is None:
                     load.kill()
             rate = re.search(r"Requests/sec:\s+([\d.]+)", output or "")
-            say(f"-- py-spy, gunicorn sync worker serving {path} under wrk -c4 "
+            say(f"-- py-spy, a gunicorn worker serving {path} under wrk -c4 "
                 f"({rate.group(1) if rate else '?'} req/s); raw stacks in {raw.relative_to(BENCH_DIR.parent)}")
             if raw.exists():
                 summarise_raw(raw, "handle_request", top=12, inclusive_top=25)

@@ -24,7 +24,8 @@ STOP_SECONDS = 40
 # Settings the service reads from the environment: a test sets the ones it wants, no others leak in.
 SERVICE_VARIABLES = ("MODEL_DIR", "MAX_BATCH_ROWS", "MAX_CONTENT_LENGTH", "DRIFT_FLUSH_SECONDS", "PORT",
                      "WEB_CONCURRENCY", "THREADS", "WORKER_CLASS", "GRACEFUL_TIMEOUT", "TIMEOUT", "MAX_REQUESTS",
-                     "MAX_REQUESTS_JITTER", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "LOG_LEVEL")
+                     "MAX_REQUESTS_JITTER", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "LOG_LEVEL",
+                     "BODY_TIMEOUT", "KEEPALIVE", "WORKER_CONNECTIONS")
 
 
 def free_port() -> int:

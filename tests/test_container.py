@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+import slow_clients
+
 pytestmark = pytest.mark.container
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +55,7 @@ HEALTH_TIMEOUT = 60                      # `docker run` to the first 200 from /h
 DOCKER_HEALTHY_TIMEOUT = 90              # HEALTHCHECK --interval=15s: first verdict after 15 s
 STOP_GRACE = 30                          # `docker stop -t`: SIGKILL only after this (= graceful_timeout)
 STOP_BUDGET = 20                         # a clean stop takes well under this
+SLOW_CLIENT_SECONDS = 60                 # how long the slow clients hold their connections
 
 # Budgets for the printed measurements: a regression far past today's numbers fails the run.
 IMAGE_SIZE_BUDGET = 1_000_000_000        # bytes; about 620 MB today
@@ -402,6 +405,19 @@ def test_log_has_no_errors(service):
     errors = [line for line in log.splitlines()
               if re.search(r"\[(ERROR|CRITICAL)\]| (ERROR|CRITICAL) |Traceback", line)]
     assert not errors, "errors in the container log:\n" + "\n".join(errors)
+
+
+def test_slow_and_idle_clients_do_not_keep_a_fresh_client_waiting(service):
+    """`docker run -p` exposes gunicorn directly: the image's worker must hold its own against
+    256 idle, 64 stalled-header and 64 stalled-body connections for a minute."""
+    port = int(service.base_url.rsplit(":", 1)[1])
+    report = slow_clients.run("127.0.0.1", port, SLOW_CLIENT_SECONDS)
+    print(f"\n[container] {SLOW_CLIENT_SECONDS} s of slow clients: {report['probes']} probes, slowest "
+          f"{report['slowest_probe_s']} s; slow connections {report['slow_clients']}")
+    assert not slow_clients.problems(report, keepalive=5, body_timeout=10), report
+    log = service.logs()
+    assert "no complete request headers within 5 s" in log
+    assert "no part of the body arrived for 10 s; answered 408" in log
 
 
 def test_stops_cleanly_on_sigterm(setup):

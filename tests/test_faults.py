@@ -1,6 +1,6 @@
 """Failures of the deployed service: a worker killed under load, a tampered or missing model,
-and shutdown during a large batch.  Each runs a real gunicorn (gunicorn.conf.py, 2 sync workers)
-on a loopback port."""
+and shutdown during a large batch.  Each runs a real gunicorn (gunicorn.conf.py, 2 workers of the
+default class) on a loopback port."""
 from __future__ import annotations
 
 import http.client
@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 import synthetic
-from gunicorn_support import ROOT, STARTUP_SECONDS, call, running, start, stop
+from gunicorn_support import GUNICORN, ROOT, SERVICE_VARIABLES, STARTUP_SECONDS, call, running, start, stop
 
 pytestmark = pytest.mark.faults
 
@@ -67,7 +67,7 @@ def test_a_killed_worker_is_replaced_and_few_requests_fail(tmp_path):
         assert server.get("/ready").status == 200
         assert call(server.port, "POST", "/predict", SINGLE).status == 200
         # SIGKILL loses only what the killed worker had in hand: each client thread has one request
-        # in flight at a time, and a gthread worker may hold all of them (a sync worker only one);
+        # in flight at a time, and a gevent worker may hold all of them (a sync worker only one);
         # connections still in the listen queue go to the other worker.
         assert errors <= LOAD_THREADS, outcomes
         assert after_kill["ok"] > 0   # the surviving and the new worker went on serving
@@ -110,6 +110,31 @@ def test_a_missing_model_folder_stops_gunicorn_with_a_clear_message(tmp_path):
     assert "Traceback" not in output
 
 
+def without_service_settings(**settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    return {**env, **settings}
+
+
+def test_gunicorn_that_cannot_start_leaves_no_metrics_folder(tmp_path):
+    """The metrics folder gunicorn.conf.py makes for itself goes when the server does, also when
+    it stops before serving."""
+    env = without_service_settings(MODEL_DIR=str(tmp_path / "no-such-model"), TMPDIR=str(tmp_path), PORT="0")
+    result = subprocess.run([str(GUNICORN), "-c", "gunicorn.conf.py", "api:app"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=STARTUP_SECONDS)
+    assert result.returncode != 0 and "does not exist" in result.stdout + result.stderr
+    assert not list(tmp_path.glob("ad-purchase-metrics-*"))
+
+
+def test_run_api_with_a_missing_model_folder_fails_before_it_announces_anything(tmp_path):
+    env = without_service_settings(MODEL_DIR=str(tmp_path / "no-such-model"), TMPDIR=str(tmp_path))
+    result = subprocess.run([str(ROOT / "run_api.sh"), "--local"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "no-such-model" in result.stderr and "not a folder" in result.stderr
+    assert "answers on" not in result.stdout + result.stderr and "serving" not in result.stdout
+    assert not list(tmp_path.glob("ad-purchase-metrics-*"))
+
+
 GRACEFUL_TIMEOUT = 20
 
 
@@ -141,3 +166,19 @@ def test_sigterm_lets_a_large_batch_finish(tmp_path):
     assert all(set(r) >= {"phat", "business_outcome"} for r in results)
     assert code == 0
     assert exited_after < GRACEFUL_TIMEOUT
+
+
+def test_sigterm_while_the_workers_boot_stops_the_server_at_once(tmp_path):
+    """A worker told to stop before it has set up its own signal handling still stops."""
+    server = start(tmp_path, GRACEFUL_TIMEOUT=GRACEFUL_TIMEOUT)
+    try:
+        server.wait_for(lambda: server.worker_pids(), STARTUP_SECONDS, "the first worker")
+        server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = server.process.wait(timeout=GRACEFUL_TIMEOUT + 10)
+        seconds = time.monotonic() - signalled
+    finally:
+        stop(server)
+    print(f"\nSIGTERM as the workers boot: exit {code} after {seconds:.1f} s")
+    assert code == 0
+    assert seconds < GRACEFUL_TIMEOUT / 2, server.output()[-2000:]

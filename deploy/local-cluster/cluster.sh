@@ -23,7 +23,8 @@
 # Environment knobs (all optional):
 #   PORT                      nginx's port                                (default 1313)
 #   CLUSTER_PORTS             instance ports, space-separated     (default "18001 18002 18003")
-#   WEB_CONCURRENCY, THREADS  gunicorn workers and threads per instance   (default 2 and 1)
+#   WEB_CONCURRENCY           gunicorn workers per instance               (default 2)
+#   WORKER_CLASS, THREADS     as for ./run_api.sh (default: the gevent worker of gunicorn.conf.py)
 #   MODEL_DIR                 the model artifacts the instances load      (default: repo's objs/)
 #   CLUSTER_RUN_DIR           the run folder                 (default /tmp/ad-purchase-cluster)
 #   CLUSTER_MAX_FAILS, CLUSTER_FAIL_TIMEOUT   passive health check        (default 1 and 10s)
@@ -123,7 +124,7 @@ start_instances() {
         # the workers too, and a terminal's Ctrl-C does not hit instances started by `start`.
         (
             cd "$REPO"
-            export PORT=$p WEB_CONCURRENCY=${WEB_CONCURRENCY:-2} THREADS=${THREADS:-1}
+            export PORT=$p WEB_CONCURRENCY=${WEB_CONCURRENCY:-2}
             # Each instance its own metrics folder (gunicorn.conf.py empties it at start).
             export PROMETHEUS_MULTIPROC_DIR=$RUN_DIR/metrics/instance-$p
             exec setsid "$GUNICORN" --config gunicorn.conf.py --bind "127.0.0.1:$p" \

@@ -1,0 +1,1 @@
+"""The ad purchase propensity service: schema, codecs, model core, serving, monitoring, training."""

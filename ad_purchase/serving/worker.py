@@ -1,0 +1,78 @@
+"""The gunicorn worker the service runs in by default: gevent's, with slow clients in the log.
+
+With gevent every connection is a greenlet, so a client that connects and stalls holds a socket
+and a few kilobytes, never one of a handful of threads: idle and slow clients cannot keep the
+scoring code from fresh requests.  gunicorn gives each request's headers `keepalive` seconds and
+then drops the connection without a word; this worker says in the log when it does that to a
+connection that never completed a request (an idle connect or stalled headers).  Stalled bodies
+are the application's to time out (see the service's BODY_TIMEOUT).
+"""
+from __future__ import annotations
+
+import signal
+
+import gevent
+from gevent.local import local
+from gunicorn.workers.ggevent import GeventWorker
+
+
+class _Connection(local):
+    """What this greenlet's connection has done so far."""
+
+    peer = None
+    requests = 0
+
+
+_connection = _Connection()
+
+
+class _HeaderDeadline:
+    """`keepalive` seconds to read a request's headers; on expiry the connection is closed."""
+
+    def __init__(self, seconds: float, log) -> None:
+        self.seconds, self.log = seconds, log
+        self.timeout = gevent.Timeout(seconds)
+
+    def __enter__(self) -> None:
+        self.timeout.start()
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        self.timeout.close()
+        if exc is not self.timeout:
+            return False
+        if _connection.requests:          # a kept-alive connection the client no longer uses
+            self.log.debug("closed idle kept-alive connection from %s", _peer())
+        else:
+            self.log.info("closed connection from %s: no complete request headers within %g s",
+                          _peer(), self.seconds)
+        return True                       # the worker sees no request and closes the connection
+
+
+def _peer() -> str:
+    peer = _connection.peer
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+
+
+class SlowClientWorker(GeventWorker):
+    """gevent worker that logs connections closed for sending no complete request in time."""
+
+    def init_process(self):
+        # Until gunicorn installs the worker's own handlers (after gevent has patched the standard
+        # library, which takes a moment), SIGTERM would reach the master's inherited handler and be
+        # lost, and the worker would only go when the master kills it after graceful_timeout.
+        signal.signal(signal.SIGTERM, self._stop_before_serving)
+        super().init_process()
+
+    def _stop_before_serving(self, signum, frame):
+        self.alive = False
+
+    def handle(self, listener, client, addr):
+        _connection.peer, _connection.requests = addr, 0
+        super().handle(listener, client, addr)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        _connection.requests += 1
+        return super().handle_request(listener_name, req, sock, addr)
+
+    def timeout_ctx(self):
+        return _HeaderDeadline(self.cfg.keepalive, self.log)
