@@ -6,7 +6,7 @@ RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/requirements.txt
 
-# Final stage: the venv, the service modules and the model artifacts; no build tools.
+# Final stage: the venv, the package and its two entry points, the model; no build tools.
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -17,11 +17,9 @@ RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY api.py artifacts.py csv_io.py decoding.py model_utils.py observability.py openapi.py schema.py gunicorn.conf.py ./
 COPY ad_purchase/ ad_purchase/
-COPY data/ data/
+COPY api.py model_utils.py gunicorn.conf.py ./
 COPY examples/ examples/
-COPY templates/ templates/
 COPY objs/ objs/
 USER 10001:10001
 EXPOSE 1313

@@ -58,7 +58,7 @@ def when_ready(server):
 
 def child_exit(server, worker):
     """A worker's live gauges must not outlive it."""
-    from observability import mark_worker_dead
+    from ad_purchase.monitoring import mark_worker_dead
     mark_worker_dead(worker.pid)
 
 

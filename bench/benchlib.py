@@ -29,8 +29,9 @@ MODEL_DIR = ROOT / "objs"
 SEED = 20240917          # fixed: the same synthetic rows on every run
 TOLERANCE = 1e-12
 
-if str(ROOT) not in sys.path:   # the service modules live at the repository root
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "tests"):   # the package; the pandas yardstick lives with the tests
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 # The pickled scaler was fitted on an array; the reference hands it a DataFrame, and
 # scikit-learn warns about that on every call.  The warning says nothing about speed.
@@ -369,3 +370,11 @@ def post(url: str, body: bytes, timeout: float = 120.0) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def scoring_path(model_dir):
+    """The service's request-to-answer path in this process: JSON request bytes to JSON answer
+    bytes (decode, score, encode), as a worker runs it for /predict, without HTTP or monitoring."""
+    from ad_purchase.serving.service import Service
+    from ad_purchase.serving.settings import Settings
+    return Service.start(Settings(MODEL_DIR=str(model_dir))).predict_json

@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"== HTTP benchmark: wrk -t{args.threads} -c{args.connections}, {args.rounds} rounds x "
         f"{args.seconds:g} s per case, {len(configs)} gunicorn settings")
 
-    import synthetic  # after benchlib has put the repository root on sys.path
+    from ad_purchase.training import synthetic
 
     batch_body = json.dumps(synthetic.to_records(synthetic.generate(10_000, seed=SEED))).encode()
     rows, errors = [], []

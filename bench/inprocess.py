@@ -2,7 +2,7 @@
 """In-process speed of the scoring hot path: request bytes in, response bytes out.
 
 Cases, each at 10,000 rows, 1,000 rows and one record (synthetic rows, fixed seed):
-  service  Model.predict_body(body)                      what a worker does per request
+  service  Service.predict_json(body)                    what a worker does per request
   floor    orjson.loads(body) + orjson.dumps(results)    parse the request and write a response
                                                          of the same size, and nothing else
   pandas   orjson.loads + PandasReference.predict + orjson.dumps   the plain pandas yardstick
@@ -25,13 +25,12 @@ import json
 import sys
 import time
 
-from benchlib import (MODEL_DIR, SEED, check_same, fmt, hwm_mb, median, percentile, print_table,
+from benchlib import (MODEL_DIR, SEED, check_same, scoring_path, fmt, hwm_mb, median, percentile, print_table,
                       meets, reset_peak, rss_mb, save_results, say, status, with_cpu)
 
 import orjson  # noqa: E402  (benchlib puts the repository root on sys.path first)
 
-import synthetic  # noqa: E402
-from model_utils import load_model  # noqa: E402
+from ad_purchase.training import synthetic  # noqa: E402
 from pandas_reference import PandasReference  # noqa: E402
 
 TARGET_FLOOR_RATIO = 1.0      # 10,000 rows: service time / floor time, at most
@@ -55,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds_10k, args.rounds_1k, args.rounds_single = 2, 3, 20
 
-    say("== in-process benchmark: Model.predict_body vs JSON floor vs pandas reference")
+    say("== in-process benchmark: Service.predict_json vs JSON floor vs pandas reference")
     started = time.monotonic()
-    model = load_model(MODEL_DIR)
+    model = scoring_path(MODEL_DIR)       # JSON request bytes -> JSON answer bytes
     reference = PandasReference(MODEL_DIR)
 
     say(f"building inputs with synthetic.generate (seed {SEED}) ...")
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def service_case(model):
-    return lambda body: model.predict_body(body)
+    return model
 
 
 def pandas_case(reference):
@@ -116,7 +115,7 @@ def expected_output(label: str, body: bytes, model, reference) -> dict[str, byte
     decoded = json.loads(body)
     want = reference.predict([decoded] if isinstance(decoded, dict) else decoded)
     want = want[0] if isinstance(decoded, dict) else want
-    service_out = model.predict_body(body)
+    service_out = model(body)
     worst = check_same(orjson.loads(service_out), want, f"{label} service")
     pandas_out = pandas_case(reference)(body)
     check_same(orjson.loads(pandas_out), want, f"{label} pandas")

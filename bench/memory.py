@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     setting = f"{env['WORKER_CLASS'] or 'default worker class'}, {env['WEB_CONCURRENCY']} workers"
     say(f"== memory benchmark: gunicorn {setting}")
 
-    import synthetic
+    from ad_purchase.training import synthetic
 
     body = json.dumps(synthetic.to_records(synthetic.generate(10_000, seed=SEED))).encode()
     say(f"  10,000-row body {len(body) / 1e6:.1f} MB")

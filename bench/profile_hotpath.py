@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Where Model.predict_body spends its time: a 10,000-row batch and a single record.
+"""Where Service.predict_json spends its time: a 10,000-row batch and a single record.
 
 Default: pyinstrument, in this process; the call trees go to bench/results/profile-*.txt and
 the top of each is printed.  With --py-spy it also samples a child process running the same
@@ -9,7 +9,7 @@ measured code) and prints each function's share of the samples, itself and with 
 With --server it starts the service under gunicorn (one worker of the default class, on a free loopback port),
 loads it with wrk for --seconds + 2 seconds, first single-record POST /predict and then
 GET /health, and samples the worker with py-spy meanwhile: where a request's time goes
-besides predict_body (Flask, gunicorn, metrics, logging).
+besides predict_json (Flask, gunicorn, metrics, logging).
 
 Every loop is bounded: --seconds per profile (default 4) and at most 50 batches or
 200,000 single records.
@@ -27,13 +27,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchlib import BENCH_DIR, MODEL_DIR, PYTHON, RESULTS_DIR, SEED, say
+from benchlib import BENCH_DIR, MODEL_DIR, PYTHON, RESULTS_DIR, SEED, say, scoring_path
 
 MAX_CALLS = {"10k": 50, "single": 200_000}
 
 
 def bodies(kind: str) -> bytes:
-    import synthetic
+    from ad_purchase.training import synthetic
 
     rows = 10_000 if kind == "10k" else 1
     records = synthetic.to_records(synthetic.generate(rows, seed=SEED))
@@ -44,7 +44,7 @@ def loop(model, body: bytes, kind: str, seconds: float) -> int:
     deadline = time.monotonic() + seconds
     calls = 0
     while calls < MAX_CALLS[kind] and time.monotonic() < deadline:
-        model.predict_body(body)
+        model(body)
         calls += 1
     return calls
 
@@ -52,11 +52,9 @@ def loop(model, body: bytes, kind: str, seconds: float) -> int:
 def with_pyinstrument(kind: str, seconds: float, lines: int) -> None:
     from pyinstrument import Profiler
 
-    from model_utils import load_model
-
-    model = load_model(MODEL_DIR)
+    model = scoring_path(MODEL_DIR)
     body = bodies(kind)
-    model.predict_body(body)
+    model(body)
     profiler = Profiler(interval=0.0002 if kind == "single" else 0.001)
     profiler.start()
     calls = loop(model, body, kind, seconds)
@@ -65,9 +63,9 @@ def with_pyinstrument(kind: str, seconds: float, lines: int) -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"profile-{kind}.txt"
     path.write_text(text)
-    say(f"-- pyinstrument, predict_body, {kind} ({calls} calls); full tree in {path.relative_to(BENCH_DIR.parent)}")
+    say(f"-- pyinstrument, predict_json, {kind} ({calls} calls); full tree in {path.relative_to(BENCH_DIR.parent)}")
     tree = [line for line in text.splitlines() if line.strip()]
-    start = next((i for i, line in enumerate(tree) if "predict_body" in line), 0)
+    start = next((i for i, line in enumerate(tree) if "predict_json" in line), 0)
     print("\n".join(tree[start:start + lines]))
 
 
@@ -84,9 +82,9 @@ def with_py_spy(kind: str, seconds: float, top: int) -> None:
     if done.returncode != 0 or not raw.exists():
         say(f"py-spy failed ({done.returncode}): {done.stderr.strip()[-500:]}")
         return
-    say(f"-- py-spy, predict_body, {kind}; share of predict_body's samples "
+    say(f"-- py-spy, predict_json, {kind}; share of predict_json's samples "
         f"(raw stacks in {raw.relative_to(BENCH_DIR.parent)})")
-    summarise_raw(raw, "predict_body", top)
+    summarise_raw(raw, "predict_json", top)
 
 
 def summarise_raw(raw: Path, anchor: str | None, top: int, inclusive_top: int = 0) -> None:
@@ -171,13 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", choices=("10k", "single"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:                     # the process py-spy samples
-        from model_utils import load_model
-
-        model = load_model(MODEL_DIR)
+        model = scoring_path(MODEL_DIR)
         body = bodies(args.child)
         loop(model, body, args.child, args.seconds)
         return 0
-    say("== profile of Model.predict_body")
+    say("== profile of Service.predict_json")
     for kind in ("10k", "single"):
         with_pyinstrument(kind, args.seconds, args.lines)
         if args.py_spy:

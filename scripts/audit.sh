@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 tool=.venv/bin/pip-audit
 if [ ! -x "$tool" ]; then
-  echo "error: pip-audit is not installed; run: .venv/bin/python -m pip install -r requirements-security.txt" >&2
+  echo "error: pip-audit is not installed; run: .venv/bin/python -m pip install -r requirements-dev.txt" >&2
   exit 2
 fi
 [ "$#" -gt 0 ] || set -- requirements.txt

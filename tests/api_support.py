@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import api
+from ad_purchase.serving.app import create_app
 from pandas_reference import PandasReference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,11 +73,11 @@ def reference_predict(records: list[dict]) -> list[dict]:
 @functools.lru_cache(maxsize=None)
 def shared_app():
     """One app with the shipped model and default limits, for tests that do not change it."""
-    return api.create_app({"MODEL_DIR": str(MODEL_DIR)})
+    return create_app({"MODEL_DIR": str(MODEL_DIR)})
 
 
 def make_app(**config):
-    return api.create_app({"MODEL_DIR": str(MODEL_DIR), **config})
+    return create_app({"MODEL_DIR": str(MODEL_DIR), **config})
 
 
 def client(**config):

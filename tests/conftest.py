@@ -12,8 +12,24 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # project modules live at the repository root
+if str(REPO_ROOT) not in sys.path:  # the package and the entry points live at the repository root
     sys.path.insert(0, str(REPO_ROOT))
+
+
+# =========================================================================== test tiers
+#
+# The quick tier (./run_tests.sh --quick, marker "quick"): everything that runs in this process
+# without training a model, a server, a browser or a container.  A developer's check in under a
+# minute; CI runs the whole suite.
+
+QUICK_MODULES = {"test_schema.py", "test_parity.py", "test_api.py", "test_api_errors.py", "test_api_csv.py",
+                 "test_csv_io.py", "test_synthetic.py", "test_repo_files.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in QUICK_MODULES:
+            item.add_marker(pytest.mark.quick)
 
 
 # =========================================================================== training fixtures
@@ -56,7 +72,7 @@ def tree_snapshot():
 @pytest.fixture(scope="session")
 def write_synthetic_csv():
     """A function writing `rows` generated rows (client's raw format) to `path`; returns it."""
-    import synthetic
+    from ad_purchase.training import synthetic
 
     def write(path: Path, rows: int, seed: int) -> Path:
         synthetic.generate(rows, seed=seed).to_csv(path, index=False)
@@ -68,13 +84,13 @@ def write_synthetic_csv():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, write_synthetic_csv) -> TrainedRun:
     """Train with train.py (in this process) on TRAINED_ROWS synthetic rows, report included."""
-    import train
+    from ad_purchase.cli import train
 
     base = tmp_path_factory.mktemp("trained")
     csv_path = write_synthetic_csv(base / "training_rows.csv", TRAINED_ROWS, TRAINED_SEED)
     out_dir = base / "model"
     status = train.main(["--data", str(csv_path), "--out", str(out_dir), "--seed", str(TRAINED_SEED),
-                         "--model-version", TRAINED_VERSION])
+                         "--version", TRAINED_VERSION])
     assert status == 0, "training the session's model failed"
     return TrainedRun(csv_path, out_dir, TRAINED_ROWS, TRAINED_SEED, TRAINED_VERSION)
 

@@ -12,9 +12,9 @@ import warnings
 import pytest
 from statsmodels.iolib.smpickle import load_pickle
 
-import api
-import synthetic
-from schema import CATEGORICAL_LEVELS, FIELDS, MISSING_STRINGS, NUMERIC_FIELDS, is_missing
+from ad_purchase.serving.app import create_app
+from ad_purchase.training import synthetic
+from ad_purchase.schema import CATEGORICAL_LEVELS, FIELDS, MISSING_STRINGS, NUMERIC_FIELDS, is_missing
 
 from api_support import (JSON, MODEL_DIR, ROOT, assert_matches, assert_problem, assert_result_shape,
                          assert_safe_body, client, example, example_bytes, features, file_sha256,
@@ -416,14 +416,14 @@ def test_tampered_artifact_makes_the_service_unready(model_copy, caplog):
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.ERROR):
-        app = api.create_app({"MODEL_DIR": str(model_copy)})
+        app = create_app({"MODEL_DIR": str(model_copy)})
     assert_not_ready(app)
     assert "std_scaler.pkl" in caplog.text
     assert "SHA-256" in caplog.text or "sha-256" in caplog.text.lower()
 
 
 def test_intact_copy_of_the_model_is_ready(model_copy):
-    http_client = api.create_app({"MODEL_DIR": str(model_copy)}).test_client()
+    http_client = create_app({"MODEL_DIR": str(model_copy)}).test_client()
     assert http_client.get("/ready").status_code == 200
     assert predict_ok(http_client, body=example_bytes("single")) == predict_ok(client(), body=example_bytes("single"))
 
@@ -432,7 +432,7 @@ def test_intact_copy_of_the_model_is_ready(model_copy):
 def test_missing_file_makes_the_service_unready(model_copy, caplog, name):
     (model_copy / name).unlink()
     with caplog.at_level(logging.ERROR):
-        app = api.create_app({"MODEL_DIR": str(model_copy)})
+        app = create_app({"MODEL_DIR": str(model_copy)})
     assert_not_ready(app)
     assert name in caplog.text
 
@@ -442,7 +442,7 @@ def test_missing_file_makes_the_service_unready(model_copy, caplog, name):
 ])
 def test_unreadable_metadata_makes_the_service_unready(model_copy, text):
     (model_copy / "metadata.json").write_bytes(text.encode("utf-8", "surrogateescape"))
-    assert_not_ready(api.create_app({"MODEL_DIR": str(model_copy)}))
+    assert_not_ready(create_app({"MODEL_DIR": str(model_copy)}))
 
 
 @pytest.mark.parametrize("change", [
@@ -457,20 +457,20 @@ def test_incomplete_metadata_makes_the_service_unready(model_copy, change):
     meta = json.loads(path.read_text())
     change(meta)
     path.write_text(json.dumps(meta))
-    assert_not_ready(api.create_app({"MODEL_DIR": str(model_copy)}))
+    assert_not_ready(create_app({"MODEL_DIR": str(model_copy)}))
 
 
 def test_nonexistent_model_dir_stops_startup(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(SystemExit) as stopped:
-        api.create_app({"MODEL_DIR": str(missing)})
+        create_app({"MODEL_DIR": str(missing)})
     message = str(stopped.value.code)
     assert "MODEL_DIR" in message and str(missing) in message
 
 
 def test_non_numeric_limit_stops_startup():
     with pytest.raises(SystemExit) as stopped:
-        api.create_app({"MODEL_DIR": str(MODEL_DIR), "MAX_BATCH_ROWS": "many"})
+        create_app({"MODEL_DIR": str(MODEL_DIR), "MAX_BATCH_ROWS": "many"})
     assert "MAX_BATCH_ROWS" in str(stopped.value.code)
 
 

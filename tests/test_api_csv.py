@@ -8,14 +8,14 @@ import pytest
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-import api
+from ad_purchase.serving.app import create_app
 from api_support import MODEL_DIR, PROBLEM, example, result_keys
-from schema import FIELDS
+from ad_purchase.schema import FIELDS
 
 
 @pytest.fixture(scope="module")
 def client():
-    return api.create_app({"MODEL_DIR": str(MODEL_DIR)}).test_client()
+    return create_app({"MODEL_DIR": str(MODEL_DIR)}).test_client()
 
 
 def _csv_body(records: list[dict]) -> str:

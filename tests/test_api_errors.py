@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schema import FIELDS
+from ad_purchase.schema import FIELDS
 
 from api_support import (JSON, ROOT, assert_problem, assert_result_shape, assert_safe_body, assert_still_serving,
                          client, example, example_bytes, make_app, post)
@@ -324,7 +324,7 @@ def test_unexpected_failure_in_a_view_is_a_generic_500_problem(caplog):
 
 def test_unexpected_failure_while_decoding_is_a_generic_500_problem(monkeypatch, caplog):
     app = make_app()
-    monkeypatch.setattr(app.extensions["model"].decoder, "decode", _fail)
+    monkeypatch.setattr(app.extensions["service"].decoder, "decode", _fail)
     with caplog.at_level(logging.ERROR):
         response = post(app.test_client(), body=SINGLE)
     body = assert_problem(response, 500)

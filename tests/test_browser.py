@@ -29,7 +29,7 @@ UI_TIMEOUT = 60_000     # milliseconds for the page to render or answer
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is not installed (Debian package 'chromium')", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the 'playwright' package is not installed "
-                                                             "(pip install -r requirements-browser.txt)")
+                                                             "(pip install -r requirements-dev.txt)")
 
 
 @pytest.fixture(scope="module")

@@ -305,8 +305,10 @@ def service(setup) -> Container:
 
 @pytest.fixture(scope="module")
 def in_process_model():
-    import model_utils
-    return model_utils.load_model(ROOT / "objs")
+    """The in-process scoring path: JSON request bytes to JSON answer bytes."""
+    from ad_purchase.serving.service import Service
+    from ad_purchase.serving.settings import Settings
+    return Service.start(Settings(MODEL_DIR=str(ROOT / "objs")))
 
 
 # ----------------------------------------------------------------------------- tests
@@ -358,7 +360,7 @@ def test_examples_score_as_in_process(service, in_process_model, name):
     assert status == 200, answer[:2000]
     assert content_type == "application/json"
     actual = json.loads(answer)
-    expected = json.loads(in_process_model.predict_body(body))
+    expected = json.loads(in_process_model.predict_json(body))
     assert_same_json(actual, expected)
     records = actual if isinstance(actual, list) else [actual]
     assert records and all(0.0 < record["phat"] < 1.0 for record in records)

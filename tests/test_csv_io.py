@@ -10,19 +10,19 @@ import math
 import random
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import synthetic
-from csv_io import decode_csv, decode_csv_chunk, encode_csv
-from decoding import MAX_REPORTED_ERRORS, RequestError
-from model_utils import Scores, load_model
+from ad_purchase.training import synthetic
+from ad_purchase.codecs import JsonDecoder, JsonEncoder
+from ad_purchase.codecs.csv_codec import decode_csv, decode_csv_chunk, encode_csv
+from ad_purchase.model import Scores, load_model
+from ad_purchase.schema import MAX_REPORTED_ERRORS, InputError
 from pandas_reference import PandasReference
-from schema import (CATEGORICAL_FIELDS, FIELDS, NUMERIC_FIELDS, FieldError, numeric_parser, parse_level,
+from ad_purchase.schema import (CATEGORICAL_FIELDS, FIELDS, NUMERIC_FIELDS, FieldError, numeric_parser, parse_level,
                     parse_number)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ TOLERANCE = 1e-9
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model(MODEL_DIR, max_rows=10_000)
+    return load_model(MODEL_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def csv_text(records: list[dict], columns: list[str] | None = None) -> str:
 
 def json_batch(model, records: list[dict]):
     """The JSON decoder's batch for the same records: the path CSV must agree with."""
-    return model.decoder.decode(json.dumps(records).encode())
+    return JsonDecoder(model.numeric_inputs, 10_000).decode(json.dumps(records).encode())
 
 
 def assert_same_batch(actual, expected) -> None:
@@ -108,7 +108,7 @@ def odd_records() -> list[dict]:
 def test_synthetic_rows_give_the_json_paths_batch_and_the_references_scores(model, reference, frame):
     records = synthetic.to_records(frame)
     text = frame.to_csv(index=False)          # pandas' own CSV, with the y column as an extra column
-    batch = decode_csv(text, model.decoder.numeric_fields, 10_000)
+    batch = decode_csv(text, model.numeric_inputs, 10_000)
     assert_same_batch(batch, json_batch(model, records))
     assert batch.single is False
 
@@ -124,10 +124,10 @@ def test_synthetic_rows_give_the_json_paths_batch_and_the_references_scores(mode
 
 def test_bytes_and_text_bodies_agree(model, frame):
     text = frame.to_csv(index=False)
-    from_text = decode_csv(text, model.decoder.numeric_fields, 10_000)
-    from_bytes = decode_csv(text.encode(), model.decoder.numeric_fields, 10_000)
-    with_bom = decode_csv(b"\xef\xbb\xbf" + text.encode(), model.decoder.numeric_fields, 10_000)
-    crlf = decode_csv(text.replace("\n", "\r\n").encode(), model.decoder.numeric_fields, 10_000)
+    from_text = decode_csv(text, model.numeric_inputs, 10_000)
+    from_bytes = decode_csv(text.encode(), model.numeric_inputs, 10_000)
+    with_bom = decode_csv(b"\xef\xbb\xbf" + text.encode(), model.numeric_inputs, 10_000)
+    crlf = decode_csv(text.replace("\n", "\r\n").encode(), model.numeric_inputs, 10_000)
     for other in (from_bytes, with_bom, crlf):
         assert_same_batch(other, from_text)
 
@@ -136,7 +136,7 @@ def test_odd_spellings_read_as_the_json_path_reads_them(model):
     records = odd_records()
     everything = list(NUMERIC_FIELDS)
     batch = decode_csv(csv_text(records), everything, 100)
-    assert_same_batch(batch, model.decoder.__class__(everything, 100).decode(json.dumps(records).encode()))
+    assert_same_batch(batch, JsonDecoder(everything, 100).decode(json.dumps(records).encode()))
     # And each cell is what the schema's own reader says, field by field.
     for row, record in enumerate(records):
         for field in NUMERIC_FIELDS:
@@ -150,7 +150,7 @@ def test_odd_spellings_read_as_the_json_path_reads_them(model):
 
 def test_odd_spellings_score_like_the_json_body(model):
     records = odd_records()
-    from_csv = model.score(decode_csv(csv_text(records), model.decoder.numeric_fields, 100))
+    from_csv = model.score(decode_csv(csv_text(records), model.numeric_inputs, 100))
     from_json = model.score(json_batch(model, records))
     np.testing.assert_array_equal(from_csv.inputs, from_json.inputs)
     np.testing.assert_array_equal(from_csv.phat, from_json.phat)
@@ -162,33 +162,33 @@ def test_column_order_extra_columns_and_an_id_column_do_not_matter(model, frame)
     random.Random(3).shuffle(columns)
     with_extras = [dict(r, id=f"cust_{i}", note="a, quoted \"note\"") for i, r in enumerate(records)]
     shuffled = decode_csv(csv_text(with_extras, ["id", *columns[:50], "note", *columns[50:]]),
-                          model.decoder.numeric_fields, 100)
-    assert_same_batch(shuffled, decode_csv(csv_text(records), model.decoder.numeric_fields, 100))
+                          model.numeric_inputs, 100)
+    assert_same_batch(shuffled, decode_csv(csv_text(records), model.numeric_inputs, 100))
 
 
 def test_the_id_column_is_returned_when_asked_for(model, frame):
     records = [dict(r, id=f"c-{i:03d}") for i, r in enumerate(synthetic.to_records(frame.head(5)))]
-    chunk = decode_csv_chunk(csv_text(records, [*FIELDS, "id"]), model.decoder.numeric_fields, 10, id_column="id")
+    chunk = decode_csv_chunk(csv_text(records, [*FIELDS, "id"]), model.numeric_inputs, 10, id_column="id")
     assert chunk.ids == [f"c-{i:03d}" for i in range(5)]
     assert chunk.rows.tolist() == [1, 2, 3, 4, 5]
 
 
 def test_exactly_max_rows_is_accepted(model, frame):
     records = synthetic.to_records(frame.head(3))
-    assert decode_csv(csv_text(records), model.decoder.numeric_fields, 3).rows == 3
+    assert decode_csv(csv_text(records), model.numeric_inputs, 3).rows == 3
 
 
 def test_blank_lines_are_skipped_and_still_counted_in_row_numbers(model, frame):
     records = synthetic.to_records(frame.head(3))
     lines = csv_text(records).split("\n")
     with_blanks = "\n".join([lines[0], lines[1], "", lines[2], "", lines[3], ""])
-    batch = decode_csv(with_blanks, model.decoder.numeric_fields, 10)
+    batch = decode_csv(with_blanks, model.numeric_inputs, 10)
     assert_same_batch(batch, json_batch(model, records))
 
     records[2]["x12"] = "twelve"
     lines = csv_text(records).split("\n")
-    with pytest.raises(RequestError) as caught:
-        decode_csv("\n".join([lines[0], lines[1], "", lines[2], "", lines[3]]), model.decoder.numeric_fields, 10)
+    with pytest.raises(InputError) as caught:
+        decode_csv("\n".join([lines[0], lines[1], "", lines[2], "", lines[3]]), model.numeric_inputs, 10)
     # data lines: 1 = first record, 2 = blank, 3 = second record, 4 = blank, 5 = third record
     assert [(e["row"], e["field"], e["value"]) for e in caught.value.errors] == [(5, "x12", "twelve")]
 
@@ -200,16 +200,16 @@ def test_invalid_values_are_reported_as_the_json_path_reports_them(model, frame)
            (4, "x91"): "-2e300", (5, "x12"): "$1e305", (6, "x81"): "Smarch", (7, "x7"): "inf", (7, "x8"): "1_0"}
     for (row, field), value in bad.items():
         records[row][field] = value
-    with pytest.raises(RequestError) as from_json:
+    with pytest.raises(InputError) as from_json:
         json_batch(model, records)
-    with pytest.raises(RequestError) as from_csv:
-        decode_csv(csv_text(records), model.decoder.numeric_fields, 100)
+    with pytest.raises(InputError) as from_csv:
+        decode_csv(csv_text(records), model.numeric_inputs, 100)
     shifted = [dict(e, row=e["row"] + 1) for e in from_json.value.errors]
     assert from_csv.value.errors == shifted
-    assert (from_csv.value.status, from_csv.value.title) == (422, from_json.value.title)
+    assert (from_csv.value.kind.status, from_csv.value.kind) == (422, from_json.value.kind)
     assert from_csv.value.total_errors == from_json.value.total_errors == len(shifted)
     # x0 is not a model input: a huge value there is read, not refused, on both paths.
-    assert ("x0" not in model.decoder.numeric_fields) and all(e["field"] != "x0" for e in shifted)
+    assert ("x0" not in model.numeric_inputs) and all(e["field"] != "x0" for e in shifted)
     assert any(e["message"].startswith("must be at most") for e in shifted)
 
 
@@ -239,9 +239,9 @@ def test_any_numeric_cell_reads_exactly_as_the_schema_reads_it(frame, cells):
             bad.append({"row": row, "field": "x7", "value": cell, "message": str(exc)})
     text = csv_text(records)
     if bad:
-        with pytest.raises(RequestError) as caught:
+        with pytest.raises(InputError) as caught:
             decode_csv(text, [], 100)
-        assert caught.value.status == 422
+        assert caught.value.kind.status == 422
         assert caught.value.errors == bad
         assert caught.value.total_errors == len(bad)
     else:
@@ -260,7 +260,7 @@ def test_one_unusual_cell_in_an_otherwise_clean_file(frame, cell):
     try:
         want = parse_number(cell)
     except FieldError as exc:
-        with pytest.raises(RequestError) as caught:
+        with pytest.raises(InputError) as caught:
             decode_csv(text, [], 100)
         assert caught.value.errors == [{"row": 4, "field": "x7", "value": cell, "message": str(exc)}]
     else:
@@ -271,10 +271,10 @@ def test_one_unusual_cell_in_an_otherwise_clean_file(frame, cell):
 
 # ---------------------------------------------------------------- refusals
 
-def refusal(data, status: int, max_rows: int = 100) -> RequestError:
-    with pytest.raises(RequestError) as caught:
+def refusal(data, status: int, max_rows: int = 100) -> InputError:
+    with pytest.raises(InputError) as caught:
         decode_csv(data, ["x12", "x44"], max_rows)
-    assert caught.value.status == status, (caught.value.status, caught.value.detail)
+    assert caught.value.kind.status == status, (caught.value.kind.status, caught.value.detail)
     return caught.value
 
 
@@ -298,9 +298,9 @@ def test_a_repeated_field_column_is_refused(frame):
 
 def test_a_repeated_id_column_and_an_unreadable_header_are_refused(frame):
     records = [dict(r, id="a") for r in synthetic.to_records(frame.head(2))]
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(InputError) as caught:
         decode_csv_chunk(csv_text(records, ["id", *FIELDS, "id"]), ["x12"], 10, id_column="id")
-    assert caught.value.status == 400 and "more than once: id" in caught.value.detail
+    assert caught.value.kind.status == 400 and "more than once: id" in caught.value.detail
     error = refusal('x0,"x1\n', 400)
     assert "header row cannot be read as CSV" in error.detail
 
@@ -353,7 +353,7 @@ def test_a_bad_value_names_its_row_field_and_value(frame):
     records[4]["x63"] = "ten %"
     records[5]["x70"] = "inf"
     error = refusal(csv_text(records), 422)
-    assert error.title == "Invalid field values"
+    assert error.kind.title == "Invalid field values"
     expected = []
     for row, field in ((3, "x12"), (5, "x5"), (5, "x63"), (6, "x70")):
         value = records[row - 1][field]
@@ -381,11 +381,11 @@ def test_reported_errors_are_capped_and_all_are_counted(frame):
 # ---------------------------------------------------------------- writing scores
 
 def test_encode_csv_header_and_exact_round_trip(model, frame):
-    batch = decode_csv(frame.to_csv(index=False), model.decoder.numeric_fields, 10_000)
+    batch = decode_csv(frame.to_csv(index=False), model.numeric_inputs, 10_000)
     scores = model.score(batch)
-    text = encode_csv(model, scores)
+    text = encode_csv(scores)
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == list(model.result_fields)
+    assert rows[0] == list(JsonEncoder(model.plan.names).result_fields)
     assert rows[0][:2] == ["business_outcome", "phat"] and rows[0] == sorted(rows[0])
     assert len(rows) == batch.rows + 1
     position = {name: i for i, name in enumerate(model.plan.names)}
@@ -398,24 +398,24 @@ def test_encode_csv_header_and_exact_round_trip(model, frame):
 
 
 def test_encode_csv_puts_ids_first_and_quotes_them_when_needed(model, frame):
-    scores = model.score(decode_csv(frame.head(3).to_csv(index=False), model.decoder.numeric_fields, 10))
+    scores = model.score(decode_csv(frame.head(3).to_csv(index=False), model.numeric_inputs, 10))
     ids = ["plain", "with, comma", 'with "quotes"']
-    rows = list(csv.reader(io.StringIO(encode_csv(model, scores, ids))))
-    assert rows[0] == ["id", *model.result_fields]
+    rows = list(csv.reader(io.StringIO(encode_csv(scores, ids))))
+    assert rows[0] == ["id", *JsonEncoder(model.plan.names).result_fields]
     assert [r[0] for r in rows[1:]] == ids
-    assert list(csv.reader(io.StringIO(encode_csv(model, scores, [7, 8, 9], id_column="row"))))[0][0] == "row"
+    assert list(csv.reader(io.StringIO(encode_csv(scores, [7, 8, 9], id_column="row"))))[0][0] == "row"
     with pytest.raises(ValueError):
-        encode_csv(model, scores, ids[:2])
-    with pytest.raises(ValueError):      # a model whose results would not start with the outcome
-        encode_csv(SimpleNamespace(result_fields=("phat", "business_outcome"), features=()), scores)
+        encode_csv(scores, ids[:2])
+    with pytest.raises(ValueError):      # inputs whose names would sort before the outcome
+        encode_csv(Scores(("a_first",), scores.inputs[:, :1], scores.phat, scores.outcome))
 
 
 def test_encode_csv_writes_non_finite_values_as_text_that_reads_back(model, frame):
-    scores = model.score(decode_csv(frame.head(4).to_csv(index=False), model.decoder.numeric_fields, 10))
+    scores = model.score(decode_csv(frame.head(4).to_csv(index=False), model.numeric_inputs, 10))
     inputs = scores.inputs.copy()
     inputs[1, 0], inputs[2, 3] = np.nan, -np.inf
-    odd = Scores(inputs, scores.phat, scores.outcome)
-    rows = list(csv.reader(io.StringIO(encode_csv(model, odd))))
+    odd = Scores(scores.names, inputs, scores.phat, scores.outcome)
+    rows = list(csv.reader(io.StringIO(encode_csv(odd))))
     position = {name: i for i, name in enumerate(model.plan.names)}
     for i, row in enumerate(rows[1:]):
         cells = dict(zip(rows[0], row))
@@ -426,6 +426,6 @@ def test_encode_csv_writes_non_finite_values_as_text_that_reads_back(model, fram
 
 
 def test_an_empty_score_set_writes_only_the_header(model, frame):
-    scores = model.score(decode_csv(frame.head(2).to_csv(index=False), model.decoder.numeric_fields, 10))
-    empty = Scores(scores.inputs[:0], scores.phat[:0], scores.outcome[:0])
-    assert encode_csv(model, empty) == ",".join(model.result_fields) + "\n"
+    scores = model.score(decode_csv(frame.head(2).to_csv(index=False), model.numeric_inputs, 10))
+    empty = Scores(scores.names, scores.inputs[:0], scores.phat[:0], scores.outcome[:0])
+    assert encode_csv(empty) == ",".join(JsonEncoder(model.plan.names).result_fields) + "\n"

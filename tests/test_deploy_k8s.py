@@ -10,7 +10,7 @@ The overlay is rendered with `kubectl kustomize` where kubectl exists, else by a
 here that supports exactly the kustomize features the overlay uses.
 
 The validators live in their own venv (deploy/k8s/install-tools.sh; pins in
-requirements-deploy.txt) because checkov's dependencies conflict with the test venv's.
+deploy/k8s/requirements-tools.txt) because checkov's dependencies conflict with the test venv's.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ REQUIRED_PASSES = {
 # Tools: a dedicated venv (DEPLOY_TOOLS_VENV or .venv/deploy-tools), else the test venv, else PATH.
 _TOOL_DIRS = [Path(os.environ["DEPLOY_TOOLS_VENV"]) / "bin"] if os.environ.get("DEPLOY_TOOLS_VENV") else []
 _TOOL_DIRS += [REPO / ".venv" / "deploy-tools" / "bin", REPO / ".venv" / "bin"]
-INSTALL_HINT = "install the validators: deploy/k8s/install-tools.sh (pins in requirements-deploy.txt)"
+INSTALL_HINT = "install the validators: deploy/k8s/install-tools.sh (pins in deploy/k8s/requirements-tools.txt)"
 
 
 def tool(name: str) -> str:

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-import synthetic
+from ad_purchase.training import synthetic
 from gunicorn_support import GUNICORN, ROOT, SERVICE_VARIABLES, STARTUP_SECONDS, call, running, start, stop
 
 pytestmark = pytest.mark.faults

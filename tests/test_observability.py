@@ -13,10 +13,10 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import api
-import observability
-import synthetic
-from schema import FIELDS, Profile
+from ad_purchase.serving.app import create_app
+from ad_purchase.monitoring import drift as drift_module
+from ad_purchase.training import synthetic
+from ad_purchase.schema import FIELDS, Profile
 
 from api_support import MODEL_DIR, example, example_bytes, features, metadata
 from gunicorn_support import running
@@ -28,7 +28,7 @@ JSON = {"Content-Type": "application/json"}
 
 def make_app(monkeypatch, **config):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)   # one process: its own registry
-    return api.create_app({"MODEL_DIR": str(MODEL_DIR), **config})
+    return create_app({"MODEL_DIR": str(MODEL_DIR), **config})
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -117,23 +117,23 @@ def shift(records: list[dict]) -> list[dict]:
 
 
 def test_drift_keeps_a_uniform_sample_of_at_most_the_per_flush_cap(monkeypatch):
-    monitor = make_app(monkeypatch).extensions["observability"]
+    monitor = make_app(monkeypatch).extensions["service"].drift
     monitor._random.seed(7)
-    offered = 10 * observability.DRIFT_ROWS_PER_FLUSH
+    offered = 10 * drift_module.DRIFT_ROWS_PER_FLUSH
     for start in range(0, offered, 150):                    # as requests of 150 rows would offer them
         monitor._set_aside(list(range(start, min(start + 150, offered))))
     kept = monitor._pending
-    assert len(kept) == observability.DRIFT_ROWS_PER_FLUSH == len(set(kept))
+    assert len(kept) == drift_module.DRIFT_ROWS_PER_FLUSH == len(set(kept))
     assert monitor._offered == offered
     # Uniform over everything offered: each tenth of the stream holds about a tenth of the sample.
     tenths = Counter(row * 10 // offered for row in kept)
     assert sorted(tenths) == list(range(10))
-    expected = observability.DRIFT_ROWS_PER_FLUSH / 10
+    expected = drift_module.DRIFT_ROWS_PER_FLUSH / 10
     assert all(abs(count - expected) < 0.25 * expected for count in tenths.values()), tenths
 
 
 def test_a_flush_bins_at_most_the_cap_however_many_rows_came(monkeypatch):
-    monkeypatch.setattr(observability, "DRIFT_ROWS_PER_FLUSH", 300)
+    monkeypatch.setattr(drift_module, "DRIFT_ROWS_PER_FLUSH", 300)
     http = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=3600).test_client()
     records = synthetic.to_records(synthetic.generate(1000, seed=5))
     post_in_chunks(http, records)                            # 1,000 rows offered, 300 kept

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import decoding
-import synthetic
-from decoding import RequestError
-from model_utils import load_model
-from schema import CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, PERCENT_FIELD
+from ad_purchase.codecs import JsonDecoder, JsonEncoder
+from ad_purchase.model import load_model
+from ad_purchase.schema import (CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS, PERCENT_FIELD, InputError,
+                                numeric_input_order)
+from ad_purchase.training import synthetic
 
 from api_support import (MODEL_DIR, assert_matches, assert_result_shape, client, example, example_bytes, features,
                          predict_ok, reference_predict)
@@ -34,13 +34,13 @@ def http():
 def careful_calls(monkeypatch):
     """Counts how often the decoder's careful path runs."""
     calls = []
-    original = decoding.RequestDecoder._decode_careful
+    original = JsonDecoder._decode_careful
 
     def spy(self, body):
         calls.append(len(body))
         return original(self, body)
 
-    monkeypatch.setattr(decoding.RequestDecoder, "_decode_careful", spy)
+    monkeypatch.setattr(JsonDecoder, "_decode_careful", spy)
     return calls
 
 
@@ -154,7 +154,7 @@ def test_records_scored_one_by_one_match_the_reference(http):
 
 @pytest.fixture(scope="module")
 def decoder():
-    return load_model(MODEL_DIR).decoder
+    return JsonDecoder(load_model(MODEL_DIR).numeric_inputs, 10_000)
 
 
 def assert_same_batch(left, right) -> None:
@@ -173,13 +173,13 @@ def test_both_decoder_paths_read_the_same_columns(decoder, seed):
 
 
 @pytest.mark.parametrize("fields", [(), ("x1",), ("x12",), ("x63", "x2"), ("x99", "x1", "x63", "x12"),
-                                    decoding.NUMERIC_FIELDS])
+                                    NUMERIC_FIELDS])
 @pytest.mark.parametrize("rows", [1, 3, 200])
 def test_fast_path_reads_any_set_of_numeric_inputs(fields, rows):
     """Whatever numeric inputs a model takes (none, one, some, all, x12/x63 among them), the fast
     path reads them as the careful path does, nulls and "nan" included."""
-    decoder = decoding.RequestDecoder(fields, max_rows=1000)
-    assert decoder.numeric_fields == decoding.numeric_input_order(fields)
+    decoder = JsonDecoder(fields, max_rows=1000)
+    assert decoder.numeric_fields == numeric_input_order(fields)
     records = synthetic.to_records(synthetic.generate(rows, seed=SEED + rows))
     for i, item in enumerate(records):
         for field in ("x1", "x2", "x99"):
@@ -193,24 +193,28 @@ def test_fast_path_reads_any_set_of_numeric_inputs(fields, rows):
     np.testing.assert_array_equal(fast.codes, careful.codes)
 
 
-def test_monitoring_columns_of_fast_path_records_equal_the_careful_columns(decoder):
-    """Drift monitoring reads all 96 numeric fields and the 4 codes of set-aside typed records;
-    they must be what the careful path reads from the same body, nulls included."""
+def test_the_fast_path_sample_for_monitoring_equals_the_careful_columns(decoder):
+    """Drift monitoring gets all 96 numeric fields and the 4 codes of sampled rows; from the fast
+    path's typed records they must be what the careful path reads from the same body, nulls
+    included, row for row."""
     records = variant_records(SEED + 6, rows=120)
     for i, field in enumerate(("x1", CURRENCY_FIELD, PERCENT_FIELD, "x5", "x99")):
         records[3 * i][field] = None
     body = json.dumps(records).encode()
     fast = decoder._decode_fast(body)
     careful = decoder._decode_careful(body)
-    numeric, codes = decoder.monitoring_columns(fast.records)
-    np.testing.assert_array_equal(numeric, careful.numeric)
-    np.testing.assert_array_equal(codes, careful.codes)
+    assert fast.numeric_fields != NUMERIC_FIELDS            # the fast path read only the inputs
+    rows = np.array([0, 3, 4, 6, 9, 12, 119])
+    numeric, codes = fast.sample(rows)
+    np.testing.assert_array_equal(numeric, careful.numeric[rows])
+    np.testing.assert_array_equal(codes, careful.codes[rows])
+    np.testing.assert_array_equal(careful.sample(rows)[0], careful.numeric[rows])
 
 
 def test_numeric_input_order_puts_the_formatted_fields_last():
-    assert decoding.numeric_input_order(["x63", "x91", "x12", "x4"]) == ("x4", "x91", "x12", "x63")
+    assert numeric_input_order(["x63", "x91", "x12", "x4"]) == ("x4", "x91", "x12", "x63")
     with pytest.raises(ValueError, match="x5"):
-        decoding.numeric_input_order(["x4", "x5"])      # a categorical is not a numeric input
+        numeric_input_order(["x4", "x5"])      # a categorical is not a numeric input
 
 
 def test_both_decoder_paths_read_the_examples_alike(decoder):
@@ -239,10 +243,10 @@ def test_decoder_paths_agree_on_any_values(decoder, changes):
     body = json.dumps(rows).encode()
     try:
         careful = decoder._decode_careful(body)
-    except RequestError as expected:
-        with pytest.raises(RequestError) as raised:
+    except InputError as expected:
+        with pytest.raises(InputError) as raised:
             decoder.decode(body)
-        assert (raised.value.status, raised.value.errors) == (expected.status, expected.errors)
+        assert (raised.value.kind, raised.value.errors) == (expected.kind, expected.errors)
         return
     assert_same_batch(decoder.decode(body), careful)
 
@@ -253,9 +257,9 @@ def test_response_holds_each_model_input_as_a_json_float(rows):
     the matrix the model scored, under its own name."""
     model = load_model(MODEL_DIR)
     body = json.dumps(variant_records(SEED + 5, rows=rows)).encode()
-    batch = model.decoder.decode(body)
-    scores = model.score(batch)
-    results = json.loads(model.encode(batch, scores))
+    columns = JsonDecoder(model.numeric_inputs, 10_000).decode(body)
+    scores = model.score(columns)
+    results = json.loads(JsonEncoder(scores.names).encode(scores, columns.single))
     assert len(results) == rows
     for row, result in enumerate(results):
         assert type(result.pop("business_outcome")) is int

@@ -2,7 +2,7 @@
 
 Whatever JSON a client posts, /predict answers 200 with results in the contract's shape or a 4xx
 problem document, never a 5xx; which of the two is decided by the schema's published rules
-(schema.py's parsers), used here as the oracle.  The schema parsers themselves either read a
+(its parsers), used here as the oracle.  The schema parsers themselves either read a
 value or raise FieldError, and the decoder's fast path never disagrees with its careful path.
 """
 from __future__ import annotations
@@ -16,12 +16,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import api
-import decoding
-from model_utils import load_model
-from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS,
-                    PERCENT_FIELD, FieldError, is_missing, numeric_parser, parse_currency, parse_level,
-                    parse_number, parse_percent)
+import msgspec
+
+from ad_purchase.codecs import JsonDecoder, json_codec
+from ad_purchase.model import load_model
+from ad_purchase.schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, MAX_MAGNITUDE,
+                                NUMERIC_FIELDS, PERCENT_FIELD, Columns, FieldError, is_missing, numeric_parser,
+                                parse_currency, parse_level, parse_number, parse_percent)
+from ad_purchase.serving.app import create_app
 
 from api_support import MODEL_DIR, assert_result_shape, assert_safe_body, example
 
@@ -30,11 +32,11 @@ pytestmark = pytest.mark.properties
 SETTINGS = settings(max_examples=200, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-APP = api.create_app({"MODEL_DIR": str(MODEL_DIR)})
+APP = create_app({"MODEL_DIR": str(MODEL_DIR)})
 CLIENT = APP.test_client()
-DECODER = load_model(MODEL_DIR).decoder
+MAX_ROWS = APP.extensions["service"].settings.MAX_BATCH_ROWS
+DECODER = JsonDecoder(load_model(MODEL_DIR).numeric_inputs, MAX_ROWS)
 SINGLE = example("single")
-MAX_ROWS = APP.config["SETTINGS"].MAX_BATCH_ROWS
 
 # ------------------------------------------------------------------ strategies
 
@@ -46,7 +48,7 @@ NUMBERISH = st.text(st.sampled_from(list("0123456789.eE+-%$,() nNaAiIfFlLuU_\t\u
 
 ANY_FINITE = st.floats(allow_nan=False, allow_infinity=False)
 # For valid batches: finite floats within the magnitude the decoder accepts for model inputs.
-ACCEPTED_FLOATS = st.floats(min_value=-decoding.MAX_MAGNITUDE, max_value=decoding.MAX_MAGNITUDE,
+ACCEPTED_FLOATS = st.floats(min_value=-MAX_MAGNITUDE, max_value=MAX_MAGNITUDE,
                             allow_nan=False, allow_infinity=False)
 
 
@@ -95,7 +97,7 @@ def field_valid(field: str, value) -> bool:
         number = numeric_parser(field)(value)
     except FieldError:
         return False
-    return not (field in DECODER.numeric_fields and abs(number) > decoding.MAX_MAGNITUDE)
+    return not (field in DECODER.numeric_fields and abs(number) > MAX_MAGNITUDE)
 
 
 def looks_wrapped(record: dict) -> bool:
@@ -322,7 +324,7 @@ def valid_record(draw, numeric=None) -> dict:
     return record
 
 
-def assert_same_columns(left: decoding.Batch, right: decoding.Batch) -> None:
+def assert_same_columns(left: Columns, right: Columns) -> None:
     assert (left.rows, left.single) == (right.rows, right.single)
     for field in DECODER.numeric_fields:
         a, b = left.column(field), right.column(field)
@@ -341,7 +343,7 @@ def encode(records: list[dict], single: bool) -> bytes:
 def test_fast_and_careful_decoding_agree_on_valid_batches(records, single):
     body = encode(records, single)
     decoded = DECODER.decode(body)
-    event("fast path" if decoded.records is not None else "careful path")
+    event("fast path" if decoded.numeric_fields != NUMERIC_FIELDS else "careful path")
     assert_same_columns(decoded, DECODER._decode_careful(body))
 
 
@@ -354,7 +356,7 @@ def test_fast_path_accepts_nothing_the_careful_path_rejects(records, single):
     body = encode(records, single)
     try:
         fast = DECODER._decode_fast(body)
-    except (decoding.msgspec.DecodeError, FieldError, RecursionError, decoding._UseCarefulPath):
+    except (msgspec.DecodeError, FieldError, RecursionError, json_codec._UseCarefulPath):
         event("fast path declined")
         return
     event("fast path decoded")
@@ -363,8 +365,8 @@ def test_fast_path_accepts_nothing_the_careful_path_rejects(records, single):
 
 def test_a_clean_synthetic_batch_takes_the_fast_path():
     """The agreement above matters because clean client data is decoded by the fast path."""
-    import synthetic
+    from ad_purchase.training import synthetic
     body = json.dumps(synthetic.to_records(synthetic.generate(50, seed=11))).encode()
     batch = DECODER.decode(body)
-    assert batch.records is not None and batch.rows == 50
+    assert batch.numeric_fields != NUMERIC_FIELDS and batch.rows == 50
     assert_same_columns(batch, DECODER._decode_careful(body))

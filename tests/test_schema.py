@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import schema
-from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, FieldError,
+from ad_purchase import schema
+from ad_purchase.schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, FieldError,
                     Profile, all_model_columns, dummy_columns, numeric_parser, parse_column, parse_currency,
                     parse_level, parse_number, parse_percent, split_dummy)
 

@@ -26,13 +26,13 @@ try:
     from schemathesis.checks import CHECKS, load_all_checks, not_a_server_error
     from schemathesis.core.failures import FailureGroup
     from schemathesis.specs.openapi.checks import response_schema_conformance
-except ImportError as exc:  # pinned in requirements-security.txt
+except ImportError as exc:  # pinned in requirements-dev.txt
     if os.environ.get("CI"):
         raise
-    pytest.skip(f"schemathesis is not installed ({exc}); pip install -r requirements-security.txt",
+    pytest.skip(f"schemathesis is not installed ({exc}); pip install -r requirements-dev.txt",
                 allow_module_level=True)
 
-import api
+from ad_purchase.serving.app import create_app
 
 MAX_EXAMPLES = 50
 SEED = 20240611
@@ -52,7 +52,7 @@ CONFIG = schemathesis.Config.from_dict({
     "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
 })
 
-APP = api.create_app({"MODEL_DIR": str(MODEL_DIR)})
+APP = create_app({"MODEL_DIR": str(MODEL_DIR)})
 SCHEMA = schemathesis.openapi.from_wsgi("/apispec.json", APP, config=CONFIG)
 
 

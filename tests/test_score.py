@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import score
-import synthetic
+from ad_purchase.cli import score
+from ad_purchase.training import synthetic
 from pandas_reference import PandasReference
-from schema import FIELDS
+from ad_purchase.schema import FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / "objs"

@@ -11,11 +11,12 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-import api
+from ad_purchase.serving.app import create_app
 
 from api_support import MODEL_DIR, ROOT, assert_safe_body, example, example_bytes
 
@@ -35,7 +36,7 @@ def error_log(caplog):
 @pytest.fixture
 def app(monkeypatch):
     monkeypatch.delenv("FLASK_DEBUG", raising=False)
-    return api.create_app({"MODEL_DIR": str(MODEL_DIR)})
+    return create_app({"MODEL_DIR": str(MODEL_DIR)})
 
 
 @pytest.fixture
@@ -49,12 +50,41 @@ def http(app):
 def test_no_debug_mode(app):
     assert app.debug is False and app.config["DEBUG"] is False
     assert app.testing is False
-    assert api.app.debug is False          # the app gunicorn serves
+
+
+def test_the_app_gunicorn_serves_has_no_debug_mode():
+    """api.py builds the served app when imported, so it is imported in a process of its own."""
+    done = subprocess.run([sys.executable, "-c", "import api; print(api.app.debug, api.app.config['DEBUG'])"],
+                          cwd=ROOT, env={**os.environ, "FLASK_DEBUG": "1"}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_importing_any_module_of_the_package_builds_no_app():
+    """Tests import the package freely: no module may build an app (or load a model) as it loads."""
+    script = """
+import importlib, pkgutil, flask, ad_purchase
+made = []
+original = flask.Flask.__init__
+def counting(self, *args, **kwargs):
+    made.append(self)
+    original(self, *args, **kwargs)
+flask.Flask.__init__ = counting
+names = [info.name for info in pkgutil.walk_packages(ad_purchase.__path__, "ad_purchase.")]
+for name in names:
+    importlib.import_module(name)
+print(len(names), len(made))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules, apps = map(int, done.stdout.split())
+    assert modules >= 20 and apps == 0
 
 
 def test_debug_mode_cannot_be_switched_on_from_the_environment(monkeypatch):
     monkeypatch.setenv("FLASK_DEBUG", "1")
-    assert api.create_app({"MODEL_DIR": str(MODEL_DIR)}).debug is False
+    assert create_app({"MODEL_DIR": str(MODEL_DIR)}).debug is False
 
 
 def _boom(*args, **kwargs):
@@ -78,24 +108,24 @@ def assert_generic_500(response, caplog) -> dict:
 
 
 def test_an_internal_error_in_scoring_is_a_generic_problem(app, http, monkeypatch, caplog):
-    monkeypatch.setattr(app.extensions["model"], "score", _boom)
+    monkeypatch.setattr(app.extensions["service"].model, "score", _boom)
     response = http.post("/predict", data=example_bytes("single"), headers=JSON)
     assert_generic_500(response, caplog)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_an_internal_error_in_monitoring_is_a_generic_problem(app, http, monkeypatch, caplog):
-    monkeypatch.setattr(app.extensions["observability"], "drift_report", _boom)
+    monkeypatch.setattr(app.extensions["service"].drift, "report", _boom)
     assert_generic_500(http.get("/model/drift"), caplog)
-    monkeypatch.setattr(app.extensions["observability"], "exposition", _boom)
+    monkeypatch.setattr(app.extensions["service"].metrics, "exposition", _boom)
     assert_generic_500(http.get("/metrics"), caplog)
 
 
 def test_the_debug_mode_setting_does_not_change_the_error_body(monkeypatch, caplog):
     """Even an app in debug mode answers an internal error with the generic problem, no debugger page."""
     monkeypatch.setenv("FLASK_DEBUG", "1")
-    app = api.create_app({"MODEL_DIR": str(MODEL_DIR)})
-    monkeypatch.setattr(app.extensions["model"], "score", _boom)
+    app = create_app({"MODEL_DIR": str(MODEL_DIR)})
+    monkeypatch.setattr(app.extensions["service"].model, "score", _boom)
     assert_generic_500(app.test_client().post("/predict", data=example_bytes("single"), headers=JSON), caplog)
 
 
@@ -136,7 +166,7 @@ def test_an_unready_service_names_the_file_but_not_the_server_folder(tmp_path):
     shutil.copytree(MODEL_DIR, model_dir)
     target = model_dir / "imputer.pkl"
     target.write_bytes(target.read_bytes() + b"tampered")
-    response = api.create_app({"MODEL_DIR": str(model_dir)}).test_client().get("/ready")
+    response = create_app({"MODEL_DIR": str(model_dir)}).test_client().get("/ready")
     assert response.status_code == 503
     detail = response.get_json()["detail"]
     assert "imputer.pkl" in detail
@@ -148,7 +178,7 @@ def test_an_unready_service_names_the_file_but_not_the_server_folder(tmp_path):
 
 def test_a_body_over_the_size_limit_is_413(monkeypatch):
     monkeypatch.delenv("MAX_CONTENT_LENGTH", raising=False)
-    http = api.create_app({"MODEL_DIR": str(MODEL_DIR), "MAX_CONTENT_LENGTH": 4096}).test_client()
+    http = create_app({"MODEL_DIR": str(MODEL_DIR), "MAX_CONTENT_LENGTH": 4096}).test_client()
     small = example_bytes("single")
     assert len(small) < 4096 and http.post("/predict", data=small, headers=JSON).status_code == 200
     big = json.dumps([example("single")] * 3).encode()
@@ -174,14 +204,14 @@ def test_the_default_size_limit_is_set(app):
 
 
 def test_a_batch_over_the_row_limit_is_413():
-    http = api.create_app({"MODEL_DIR": str(MODEL_DIR), "MAX_BATCH_ROWS": 5}).test_client()
+    http = create_app({"MODEL_DIR": str(MODEL_DIR), "MAX_BATCH_ROWS": 5}).test_client()
     response = http.post("/predict", data=json.dumps([example("single")] * 6).encode(), headers=JSON)
     assert response.status_code == 413 and response.get_json()["title"] == "Batch too large"
     assert http.post("/predict", data=json.dumps([example("single")] * 5).encode(), headers=JSON).status_code == 200
 
 
 def test_a_row_limit_of_one_record_still_starts():
-    http = api.create_app({"MODEL_DIR": str(MODEL_DIR), "MAX_BATCH_ROWS": 1}).test_client()
+    http = create_app({"MODEL_DIR": str(MODEL_DIR), "MAX_BATCH_ROWS": 1}).test_client()
     assert http.post("/predict", data=example_bytes("single"), headers=JSON).status_code == 200
     assert http.post("/predict", data=example_bytes("batch"), headers=JSON).status_code == 413
 
@@ -291,8 +321,8 @@ def pip_audit_binary() -> str:
     found = ROOT / ".venv" / "bin" / "pip-audit"
     if not found.exists():
         if os.environ.get("CI"):
-            pytest.fail("pip-audit is not installed: pip install -r requirements-security.txt")
-        pytest.skip("pip-audit is not installed: pip install -r requirements-security.txt")
+            pytest.fail("pip-audit is not installed: pip install -r requirements-dev.txt")
+        pytest.skip("pip-audit is not installed: pip install -r requirements-dev.txt")
     return str(found)
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import synthetic
-from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, TARGET, Profile,
+from ad_purchase.training import synthetic
+from ad_purchase.schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, TARGET, Profile,
                     numeric_parser, parse_currency, parse_level, parse_percent)
 
 LARGE_ROWS = 20_000

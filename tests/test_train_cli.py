@@ -6,6 +6,7 @@ spends most of its time importing the scientific stack) and the tests read their
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import synthetic
-import train
-from artifacts import ARTIFACT_FILES, METADATA_FILE
+from ad_purchase.training import synthetic
+from ad_purchase.cli import train
+from ad_purchase.model.artifacts import ARTIFACT_FILES, METADATA_FILE
 
 KEEP_FILES = {"KEEP.txt": b"an earlier model lives here\n", "old/weights.bin": bytes(range(256)) * 8}
 TIMEOUT = 300
@@ -152,7 +153,7 @@ def test_synthetic_run_prints_its_stages_and_writes_artifacts(runs):
     assert run.returncode == 0, run.stderr
     stages = ["generating 500 synthetic rows (seed 3)", "checking and parsing 500 rows", "held-out AUC",
               "final model: fitting on all 500 rows", "of the 25 published features", "writing artifacts to",
-              "done: held-out AUC"]
+              "done: model version"]
     positions = [run.stdout.find(stage) for stage in stages]
     assert all(p >= 0 for p in positions), run.stdout
     assert positions == sorted(positions), run.stdout
@@ -165,6 +166,12 @@ def test_synthetic_run_prints_its_stages_and_writes_artifacts(runs):
     assert metadata["training_data"] == "synthetic:500:seed=3"
     assert metadata["rows"] == 500 and len(metadata["features"]) == 25
     assert run.leftovers == []
+    # Without --version, the version identifies the artifacts: the hash of their SHA-256 sums.
+    sums = {name: hashlib.sha256(run.after[name]).hexdigest() for name in ARTIFACT_FILES}
+    assert metadata["artifacts"] == sums
+    expected = hashlib.sha256("\n".join(f"{name} {sums[name]}" for name in ARTIFACT_FILES).encode()).hexdigest()[:12]
+    assert metadata["model_version"] == expected
+    assert f"done: model version {expected}," in run.stdout
 
 
 # --------------------------------------------------------------------------- in-process checks

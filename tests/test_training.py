@@ -16,11 +16,12 @@ from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 from statsmodels.iolib.smpickle import load_pickle
 
-import synthetic
-import training
-from artifacts import (ARTIFACT_FILES, IMPUTER_FILE, METADATA_FILE, MODEL_FILE, SCALER_FILE,
+from ad_purchase.training import synthetic
+from ad_purchase.training import data as training_data
+from ad_purchase.training import fit, save
+from ad_purchase.model.artifacts import (ARTIFACT_FILES, IMPUTER_FILE, METADATA_FILE, MODEL_FILE, SCALER_FILE,
                        VARIABLES_FILE)
-from schema import (CATEGORICAL_FIELDS, NUMERIC_FIELDS, TARGET, Profile, all_model_columns,
+from ad_purchase.schema import (CATEGORICAL_FIELDS, NUMERIC_FIELDS, TARGET, Profile, all_model_columns,
                     split_dummy)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,15 +32,15 @@ METADATA_KEYS = {
 }
 
 
-def _read(path: Path) -> training.ParsedData:
-    return training.parse_raw(training.read_raw_csv(path))
+def _read(path: Path) -> training_data.ParsedData:
+    return training_data.parse_raw(training_data.read_raw_csv(path))
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _design(data: training.ParsedData, imputer, scaler, features: list[str]) -> pd.DataFrame:
+def _design(data: training_data.ParsedData, imputer, scaler, features: list[str]) -> pd.DataFrame:
     """The model inputs built from the saved imputer and scaler, one-hot coded here by hand."""
     scaled = pd.DataFrame(scaler.transform(imputer.transform(data.numeric)), columns=list(NUMERIC_FIELDS))
     columns = {}
@@ -57,7 +58,7 @@ def _design(data: training.ParsedData, imputer, scaler, features: list[str]) -> 
 # =========================================================================== the session's model
 
 @pytest.fixture(scope="module")
-def training_rows(trained_run) -> training.ParsedData:
+def training_rows(trained_run) -> training_data.ParsedData:
     return _read(trained_run.csv_path)
 
 
@@ -121,7 +122,7 @@ def test_model_pickle_holds_the_logit_on_the_selected_features(saved, metadata):
 
 def test_metadata_keys_and_values(metadata, trained_run, training_rows):
     assert set(metadata) == METADATA_KEYS
-    assert metadata["model_name"] == training.MODEL_NAME
+    assert metadata["model_name"] == save.MODEL_NAME
     assert metadata["model_version"] == trained_run.model_version
     assert metadata["training_data"] == str(trained_run.csv_path)
     assert datetime.fromisoformat(metadata["trained_at"]).tzinfo is not None
@@ -241,7 +242,7 @@ def test_parse_raw_reports_every_bad_value_with_row_and_value(raw_rows, tmp_path
     frame.loc[7, "x5"] = "funday"
     frame.loc[9, TARGET] = 2
     frame.loc[11, "x40"] = "inf"
-    with pytest.raises(training.TrainingDataError) as caught:
+    with pytest.raises(training_data.TrainingDataError) as caught:
         _read(_write(frame, tmp_path / "rows.csv"))
     message = str(caught.value)
     assert message.startswith("5 bad value(s)")
@@ -253,24 +254,24 @@ def test_parse_raw_reports_every_bad_value_with_row_and_value(raw_rows, tmp_path
 def test_parse_raw_caps_the_number_of_reported_errors(raw_rows, tmp_path):
     frame = raw_rows.copy()
     frame["x5"] = "funday"
-    with pytest.raises(training.TrainingDataError) as caught:
+    with pytest.raises(training_data.TrainingDataError) as caught:
         _read(_write(frame, tmp_path / "rows.csv"))
     message = str(caught.value)
     assert message.startswith(f"{len(frame)} bad value(s)")
-    assert message.count("x5='funday'") == training.MAX_REPORTED_ERRORS
-    assert f"and {len(frame) - training.MAX_REPORTED_ERRORS} more" in message
+    assert message.count("x5='funday'") == training_data.SHOWN_ERRORS
+    assert f"and {len(frame) - training_data.SHOWN_ERRORS} more" in message
 
 
 def test_parse_raw_needs_both_classes(raw_rows, tmp_path):
     frame = raw_rows.copy()
     frame[TARGET] = 1
-    with pytest.raises(training.TrainingDataError, match="single class"):
+    with pytest.raises(training_data.TrainingDataError, match="single class"):
         _read(_write(frame, tmp_path / "rows.csv"))
 
 
 def test_read_raw_csv_with_a_header_but_no_rows(raw_rows, tmp_path):
-    with pytest.raises(training.TrainingDataError, match="no rows"):
-        training.read_raw_csv(_write(raw_rows.head(0), tmp_path / "rows.csv"))
+    with pytest.raises(training_data.TrainingDataError, match="no rows"):
+        training_data.read_raw_csv(_write(raw_rows.head(0), tmp_path / "rows.csv"))
 
 
 # =========================================================================== atomic artifact writes
@@ -279,8 +280,8 @@ def test_read_raw_csv_with_a_header_but_no_rows(raw_rows, tmp_path):
 def small_fit(tmp_path_factory, write_synthetic_csv):
     path = write_synthetic_csv(tmp_path_factory.mktemp("small") / "rows.csv", 1200, 12)
     data = _read(path)
-    outcome = training.train(data, seed=12)
-    return outcome, training.build_metadata(outcome, data, str(path), "1.0.0")
+    outcome = fit.train(data, seed=12)
+    return outcome, save.build_metadata(outcome, data, str(path), "1.0.0")
 
 
 @pytest.fixture
@@ -288,7 +289,7 @@ def existing_model(tmp_path, small_fit):
     """An artifact folder from an earlier run, with files the team keeps beside the artifacts."""
     outcome, metadata = small_fit
     out = tmp_path / "models" / "current"
-    training.write_artifacts(outcome, metadata, out)
+    save.write_artifacts(outcome, metadata, out)
     (out / "NOTES.txt").write_text("deployed by ops; do not delete\n")
     (out / "extra").mkdir()
     (out / "extra" / "blob.bin").write_bytes(bytes(range(256)) * 4)
@@ -305,7 +306,7 @@ def test_failure_while_writing_leaves_the_folder_unchanged(existing_model, small
     before = tree_snapshot(existing_model)
     staged = {}
 
-    def fail_half_way(staging: Path) -> None:
+    def fail_half_way(staging: Path, written: dict) -> None:
         staged["folder"] = staging
         assert {*ARTIFACT_FILES, METADATA_FILE} <= {p.name for p in staging.iterdir()}
         (staging / "report").mkdir()
@@ -313,8 +314,7 @@ def test_failure_while_writing_leaves_the_folder_unchanged(existing_model, small
         raise failure
 
     with pytest.raises(type(failure)):
-        training.write_artifacts(outcome, dict(metadata, model_version="2.0.0"), existing_model,
-                                 extra=fail_half_way)
+        save.write_artifacts(outcome, dict(metadata, model_version="2.0.0"), existing_model, extra=fail_half_way)
     assert tree_snapshot(existing_model) == before
     assert not staged["folder"].exists()
     assert _leftovers(existing_model) == []
@@ -324,11 +324,11 @@ def test_failure_on_a_first_write_creates_nothing(tmp_path, small_fit):
     outcome, metadata = small_fit
     out = tmp_path / "models" / "new"
 
-    def fail(_: Path) -> None:
+    def fail(_: Path, __: dict) -> None:
         raise OSError("no space left on device")
 
     with pytest.raises(OSError):
-        training.write_artifacts(outcome, metadata, out, extra=fail)
+        save.write_artifacts(outcome, metadata, out, extra=fail)
     assert not out.exists()
     assert list(out.parent.iterdir()) == []
 
@@ -346,7 +346,7 @@ def test_failure_of_the_final_rename_leaves_the_folder_unchanged(existing_model,
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OSError, match="simulated"):
-        training.write_artifacts(outcome, dict(metadata, model_version="2.0.0"), existing_model)
+        save.write_artifacts(outcome, dict(metadata, model_version="2.0.0"), existing_model)
     monkeypatch.undo()
     assert tree_snapshot(existing_model) == before
     assert _leftovers(existing_model) == []
@@ -355,8 +355,8 @@ def test_failure_of_the_final_rename_leaves_the_folder_unchanged(existing_model,
 def test_retrain_replaces_artifacts_and_keeps_unrelated_files(existing_model, small_fit, tree_snapshot):
     outcome, metadata = small_fit
     before = tree_snapshot(existing_model)
-    training.write_artifacts(outcome, dict(metadata, model_version="2.0.0"), existing_model,
-                             extra=lambda staging: (staging / "report").mkdir())
+    save.write_artifacts(outcome, dict(metadata, model_version="2.0.0"), existing_model,
+                         extra=lambda staging, _: (staging / "report").mkdir())
     after = tree_snapshot(existing_model)
     for kept in ("NOTES.txt", "extra", "extra/blob.bin"):
         assert after[kept] == before[kept]
@@ -372,8 +372,8 @@ def test_retrain_replaces_artifacts_and_keeps_unrelated_files(existing_model, sm
 def test_training_twice_gives_the_same_model(tmp_path, write_synthetic_csv):
     path = write_synthetic_csv(tmp_path / "rows.csv", 1000, 21)
     messages: list[str] = []
-    first = training.train(_read(path), seed=21, progress=messages.append)
-    second = training.train(_read(path), seed=21)
+    first = fit.train(_read(path), seed=21, progress=messages.append)
+    second = fit.train(_read(path), seed=21)
     assert first.model.features == second.model.features
     np.testing.assert_allclose(first.model.results.params.to_numpy(), second.model.results.params.to_numpy(),
                                rtol=0, atol=1e-9)
@@ -387,7 +387,7 @@ def test_published_acceptance_on_40000_rows(tmp_path, write_synthetic_csv):
     """At least 23 of the 25 published features, every shared coefficient within 4 published
     standard errors, and a held-out AUC within 0.02 of 0.80."""
     path = write_synthetic_csv(tmp_path / "rows.csv", 40_000, 11)
-    outcome = training.train(_read(path), seed=11)
+    outcome = fit.train(_read(path), seed=11)
     published = Profile.load().coefficients
     features = outcome.model.features
     shared = [f for f in features if f in published]
@@ -401,7 +401,7 @@ def test_published_acceptance_on_40000_rows(tmp_path, write_synthetic_csv):
 
 def test_check_size_refuses_too_few_rows():
     """A handful of rows would fit a meaningless model; training refuses them up front."""
-    from training import MIN_ROWS, ParsedData, TrainingDataError, check_size
+    from ad_purchase.training.data import MIN_ROWS, ParsedData, TrainingDataError, check_size
     import numpy as np
     import pandas as pd
 

@@ -1,88 +1,72 @@
-"""The input schema: the one definition of the 100 raw fields and how their values are read.
-
-Validation in the service, the OpenAPI spec, the training pipeline, the synthetic data
-generator and the tests all read the field lists, levels and parsing rules from here, so
-a change to the client's format is made in one place.
-"""
+"""How raw values are written and read: missing markers, the shapes of numbers, amounts and
+percentages, categorical levels.  One parser per kind of field, used by every codec, by training
+and (as patterns) by the OpenAPI document."""
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import re
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
-PROFILE_PATH = ROOT / "data" / "client_data_profile.json"
-EXAMPLES_DIR = ROOT / "examples"
-
-FIELDS: tuple[str, ...] = tuple(f"x{i}" for i in range(100))
-TARGET = "y"
-
-# Day, region, month, gender: the levels the client's data uses.  Matching ignores case and
-# surrounding spaces; the spelling below is the canonical one used in feature names.
-CATEGORICAL_LEVELS: dict[str, tuple[str, ...]] = {
-    "x5": ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
-    "x31": ("america", "asia", "germany", "japan"),
-    "x81": ("January", "February", "March", "April", "May", "June", "July", "August",
-            "September", "October", "November", "December"),
-    "x82": ("Female", "Male"),
-}
-CATEGORICAL_MEANING = {"x5": "day of week", "x31": "region", "x81": "month", "x82": "gender"}
-CATEGORICAL_FIELDS: tuple[str, ...] = tuple(CATEGORICAL_LEVELS)
-
-CURRENCY_FIELD = "x12"
-PERCENT_FIELD = "x63"
-NUMERIC_FIELDS: tuple[str, ...] = tuple(f for f in FIELDS if f not in CATEGORICAL_LEVELS)
-
-# Raw spellings the client sends, as listed in the published data profile.
-CURRENCY_EXAMPLES = ("$6,882.34", "$6,882.34 ", "$-5,032.58", "($5,032.58)", "$66.55", "3709.93")
-PERCENT_EXAMPLES = ("62.59%", "3.11%", "45.85")
+from .fields import CATEGORICAL_LEVELS, CURRENCY_FIELD, LEVEL_CODES, MISSING_CODE, PERCENT_FIELD
 
 # A value is missing when it is null or one of these strings (any case, surrounding spaces ignored).
 # "null" and a signed "nan" are included because JSON decoders commonly read them as missing.
 MISSING_STRINGS = frozenset({"", "nan", "na", "null", "-nan", "+nan"})
 SPACE_CHARS = " \t\n\r\f\v"          # what may surround a value; ASCII only, as in the document
 
+
+def missing_spellings() -> list[str]:
+    """Every upper- and lower-case spelling of the missing markers, for readers that match text
+    exactly (pandas' na_values, a CSV column read in bulk)."""
+    return sorted({"".join(letters) for word in MISSING_STRINGS
+                   for letters in itertools.product(*({c.lower(), c.upper()} for c in word))})
+
 # ------------------------------------------------------------------ how numbers are written
 # Each shape is written once, in the regular-expression syntax Python and JSON Schema share: the
 # parsers below use it, and the OpenAPI document shows it (with bounded digit counts).  Every
 # shape reads one way only (no two adjacent parts can take the same characters), so a long
-# value that fails to match is refused in linear time.
+# value that fails to match is refused in linear time.  For the same reason Python may match
+# them possessively (`possessive=True`: no backtracking positions are kept, which makes checking
+# a whole column several times faster); the document gets the plain form JSON Schema reads.
 SPACE = r"[ \t\n\r\f\v]"
 
 
-def unsigned_pattern(digits: str = "+", exponent: str = "+") -> str:
+def unsigned_pattern(digits: str = "+", exponent: str = "+", possessive: bool = False) -> str:
     """A decimal number without its sign: "12", "0.5", ".5", "12.", with an optional exponent."""
-    return rf"(?:[0-9]{digits}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{exponent})?"
+    p = "+" if possessive else ""
+    return rf"(?:[0-9]{digits}{p}(?:\.[0-9]*{p})?{p}|\.[0-9]+{p})(?:[eE][+-]?{p}[0-9]{exponent}{p})?{p}"
 
 
-def number_pattern(digits: str = "+", exponent: str = "+") -> str:
-    return "[+-]?" + unsigned_pattern(digits, exponent)
+def number_pattern(digits: str = "+", exponent: str = "+", possessive: bool = False) -> str:
+    return "[+-]?" + ("+" if possessive else "") + unsigned_pattern(digits, exponent, possessive)
 
 
-def amount_pattern(groups: str = "+", digits: str = "+", exponent: str = "+") -> str:
+def amount_pattern(groups: str = "+", digits: str = "+", exponent: str = "+", possessive: bool = False) -> str:
     """A currency amount without its sign: thousands separators are commas between groups of
     exactly three digits before the decimal point ("6,882.34"); without them, any number."""
-    grouped = rf"[0-9]{{1,3}}(?:,[0-9]{{3}}){groups}(?:\.[0-9]*)?"
-    return f"(?:{grouped}|{unsigned_pattern(digits, exponent)})"
+    p = "+" if possessive else ""
+    grouped = rf"[0-9]{{1,3}}{p}(?:,[0-9]{{3}}){groups}{p}(?:\.[0-9]*{p})?{p}"
+    return f"(?:{grouped}|{unsigned_pattern(digits, exponent, possessive)})"
 
 
-def currency_pattern(groups: str = "+", digits: str = "+", exponent: str = "+", space: str = SPACE) -> str:
+def currency_pattern(groups: str = "+", digits: str = "+", exponent: str = "+", space: str = SPACE,
+                     possessive: bool = False) -> str:
     """x12: "$6,882.34", "$-5,032.58", "-$5,032.58", "($5,032.58)" (negative), "3709.93"; spaces
     may follow "$", "(" or a sign, as in "$ 1,000", never sit inside the digits."""
-    amount, s = amount_pattern(groups, digits, exponent), f"{space}*"
-    return (rf"(?:\({s}(?:\${s})?{amount}{s}\)"
-            rf"|(?:[+-]{s})?(?:\${s})?{amount}"
+    p = "+" if possessive else ""
+    amount, s = amount_pattern(groups, digits, exponent, possessive), f"{space}*{p}"
+    return (rf"(?:\({s}(?:\${s})?{p}{amount}{s}\)"
+            rf"|(?:[+-]{s})?{p}(?:\${s})?{p}{amount}"
             rf"|\${s}[+-]{s}{amount})")
 
 
-def percent_pattern(digits: str = "+", exponent: str = "+", space: str = SPACE) -> str:
+def percent_pattern(digits: str = "+", exponent: str = "+", space: str = SPACE, possessive: bool = False) -> str:
     """x63: "62.59%" or "45.85", on the 0-100 scale."""
-    return rf"{number_pattern(digits, exponent)}(?:{space}*%)?"
+    p = "+" if possessive else ""
+    return rf"{number_pattern(digits, exponent, possessive)}(?:{space}*{p}%)?{p}"
 
 
 _NUMBER = re.compile(f"{SPACE}*({number_pattern()}){SPACE}*")
@@ -177,12 +161,12 @@ def parse_percent(value: Any) -> float:
 # value of the column at once and numpy converts them, instead of one parser call per value.
 # Values it does not cover (other missing markers, non-strings, errors) go to the parsers above.
 _NAN, _BLANK = "[nN][aA][nN]", r"[ \t]"         # a column's values are joined by line breaks
-_PERCENT_LINE = rf"{_BLANK}*(?:{percent_pattern(space=_BLANK)}|{_NAN}){_BLANK}*"
-_CURRENCY_LINE = rf"{_BLANK}*(?:{currency_pattern(space=_BLANK)}|{_NAN}){_BLANK}*"
-_SHORT_COLUMN = 8   # below this many values, one parser call per value costs less than the join
+_PERCENT_LINE = rf"{_BLANK}*+(?:{percent_pattern(space=_BLANK, possessive=True)}|{_NAN}){_BLANK}*+"
+_CURRENCY_LINE = rf"{_BLANK}*+(?:{currency_pattern(space=_BLANK, possessive=True)}|{_NAN}){_BLANK}*+"
+_SHORT_COLUMN = 2   # a single value: one parser call costs less than the join and numpy conversion
 _COLUMN = {
-    PERCENT_FIELD: re.compile(rf"(?:{_PERCENT_LINE}\n)*{_PERCENT_LINE}"),
-    CURRENCY_FIELD: re.compile(rf"(?:{_CURRENCY_LINE}\n)*{_CURRENCY_LINE}"),
+    PERCENT_FIELD: re.compile(rf"(?:{_PERCENT_LINE}\n)*+{_PERCENT_LINE}"),
+    CURRENCY_FIELD: re.compile(rf"(?:{_CURRENCY_LINE}\n)*+{_CURRENCY_LINE}"),
 }
 _COLUMN_TO_NUMBER = {CURRENCY_FIELD: str.maketrans({"$": None, ",": None, "(": "-", ")": None, " ": None, "\t": None}),
                      PERCENT_FIELD: str.maketrans({"%": None})}     # keeps the line breaks between values
@@ -228,49 +212,16 @@ def numeric_parser(field: str):
     return {CURRENCY_FIELD: parse_currency, PERCENT_FIELD: parse_percent}.get(field, parse_number)
 
 
-def dummy_columns(field: str) -> list[str]:
-    """One-hot columns of a categorical field, as trained: the alphabetically first level is the
-    dropped reference, and a `<field>_nan` column marks a missing value."""
-    levels = sorted(CATEGORICAL_LEVELS[field])
-    return [f"{field}_{level}" for level in levels[1:]] + [f"{field}_nan"]
+# The spellings most records use, read with one dictionary lookup per value; others go through
+# parse_level.
+COMMON_CODES: dict[str, dict[Any, int]] = {
+    field: {**codes, None: MISSING_CODE, "": MISSING_CODE, "nan": MISSING_CODE, "NaN": MISSING_CODE}
+    for field, codes in LEVEL_CODES.items()}
 
 
-def all_model_columns() -> list[str]:
-    """Every candidate model input: the 96 scaled numeric fields, then the dummies."""
-    return list(NUMERIC_FIELDS) + [c for f in CATEGORICAL_FIELDS for c in dummy_columns(f)]
+def level_code(field: str, value: Any) -> int:
+    """A categorical value as its level code (MISSING_CODE when missing)."""
+    level = parse_level(field, value)
+    return MISSING_CODE if level is None else LEVEL_CODES[field][level]
 
 
-def split_dummy(column: str) -> tuple[str, str | None] | None:
-    """("x5", "monday") for "x5_monday", ("x31", None) for "x31_nan", None for a numeric column."""
-    field, sep, level = column.partition("_")
-    if not sep or field not in CATEGORICAL_LEVELS:
-        return None
-    return field, (None if level == "nan" else level)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The client's published data profile (data/client_data_profile.json)."""
-
-    raw: dict
-
-    @classmethod
-    def load(cls, path: Path = PROFILE_PATH) -> "Profile":
-        return cls(json.loads(Path(path).read_text()))
-
-    @property
-    def numeric_stats(self) -> dict[str, dict[str, float]]:
-        return self.raw["numeric_fields"]
-
-    @property
-    def coefficients(self) -> dict[str, dict[str, float]]:
-        return self.raw["published_model"]["coefficients"]
-
-    @property
-    def auc(self) -> float:
-        return float(self.raw["published_model"]["auc"]["test"])
-
-
-def load_example(name: str) -> Any:
-    """The user's example payloads ("single" or "batch"), as shipped in examples/."""
-    return json.loads((EXAMPLES_DIR / f"{name}.json").read_text())

@@ -1,6 +1,6 @@
 """The OpenAPI 3 document shown at /apidocs, built from the same schema the validator uses.
 
-Field types, spellings and levels come from schema.py; request examples are the user's own
+Field types, spellings and levels come from the schema; request examples are the user's own
 payloads from examples/; response examples are those payloads scored by the loaded model,
 so what the page shows is what the service answers.
 """
@@ -9,15 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from decoding import MAX_MAGNITUDE
-from schema import (CATEGORICAL_LEVELS, CATEGORICAL_MEANING, CURRENCY_EXAMPLES, CURRENCY_FIELD, FIELDS,
-                    MISSING_STRINGS, PERCENT_EXAMPLES, PERCENT_FIELD, SPACE, currency_pattern, load_example,
-                    number_pattern, percent_pattern)
+from ..schema import (CATEGORICAL_LEVELS, CATEGORICAL_MEANING, CURRENCY_EXAMPLES, CURRENCY_FIELD, FIELDS,
+                      MAX_MAGNITUDE, MISSING_STRINGS, PERCENT_EXAMPLES, PERCENT_FIELD, SPACE, currency_pattern,
+                      load_example, number_pattern, percent_pattern)
 
 API_VERSION = "1.0.0"
 _MISSING_TEXT = 'null, "" or "nan"/"NA"/"null" in any case mean missing'
 
-# Patterns are the schema's own shapes (schema.py), anchored and with digit counts bounded so that
+# Patterns are the schema's own shapes (ad_purchase.schema.values), anchored and with digit counts bounded so that
 # every number a pattern admits is finite and at most 1e300 in size, as the service requires of
 # model inputs: at most 200 digits before the point and a two-digit exponent.  The service reads
 # any finite number, so longer spellings it accepts are the only ones a pattern leaves out.

@@ -1,12 +1,12 @@
-"""CSV in, CSV out: the same input contract as the JSON body, for files and text/csv requests.
+"""CSV bodies to Columns, and Scores to CSV: the same contract as JSON, for text/csv requests.
 
-    decode_csv(data, numeric_fields, max_rows) -> Batch
-    encode_csv(model, scores, ids=None)        -> str
+    decode_csv(data, input_fields, max_rows) -> Columns
+    encode_csv(scores, ids=None)            -> str
 
 A CSV has a header row naming the raw fields x0..x99 (in any order; other columns are
 ignored).  Every field of every data row is read with the schema's rules, exactly as the JSON
-careful path reads a string value, and the result is the same `Batch` the JSON decoder gives,
-so `Model.score` returns the same numbers for the same rows however they arrived.
+careful path reads a string value, and the result is the same Columns the JSON decoder gives,
+so the model returns the same numbers for the same rows however they arrived.
 
 Rows are numbered as data lines: the first line after the header is row 1, so in the usual
 one-line header a row's number is its file line number minus one.  Blank lines are skipped but
@@ -15,8 +15,8 @@ still counted, so the numbers keep pointing at the right lines.
 Clean columns are converted in bulk: numpy reads a whole block of numeric text at once, and
 the few spellings where its reading and the schema's could differ (underscores, infinities,
 non-ASCII text) send that column to the per-cell reader, which is the authority and reports
-every bad cell with its row, field and value.  The batch holds every numeric field, as the
-JSON careful path's does, and values of the model's inputs beyond MAX_MAGNITUDE are refused
+every bad cell with its row, field and value.  The columns hold every numeric field, as the
+JSON careful path's do, and values of the model's inputs beyond MAX_MAGNITUDE are refused
 as the JSON decoder refuses them.
 """
 from __future__ import annotations
@@ -31,18 +31,14 @@ from typing import Iterable, Sequence
 import msgspec
 import numpy as np
 
-from decoding import MAX_MAGNITUDE, MAX_REPORTED_ERRORS, Batch, RequestError, field_error
-from schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS,
-                    PERCENT_FIELD, FieldError, numeric_parser, parse_level)
+from ..model import Scores
+from ..schema import (CATEGORICAL_FIELDS, FIELDS, FORMATTED_FIELDS, MAX_MAGNITUDE, MAX_REPORTED_ERRORS, NUMERIC_FIELDS,
+                      PLAIN_FIELDS, Columns, FieldError, InputError, Problem, field_error, level_code,
+                      missing_spellings, numeric_parser)
 
-# Numeric fields whose text numpy can convert in bulk; x12 and x63 have spellings of their own.
-_PLAIN_FIELDS = tuple(f for f in NUMERIC_FIELDS if f not in (CURRENCY_FIELD, PERCENT_FIELD))
 _FIELD_ORDER = {field: i for i, field in enumerate(FIELDS)}
-_LEVEL_CODES = {field: {level: code for code, level in enumerate(levels)}
-                for field, levels in CATEGORICAL_LEVELS.items()}
-# Missing markers written the common ways; float() reads "nan" itself but not these.
-_MISSING_AS_NAN = {spelling: "nan" for spelling in ("", "NA", "na", "Na", "nA", "null", "NULL", "Null")}
-SHOWN_ROWS = 20
+# numpy reads "nan" as NaN, not the other missing markers: they are rewritten to it.
+_MISSING_AS_NAN = dict.fromkeys(missing_spellings(), "nan")
 
 
 @dataclass(frozen=True)
@@ -63,13 +59,13 @@ class Header:
 class Chunk:
     """Validated rows with their data-row numbers and, when asked for, their ids."""
 
-    batch: Batch
+    columns: Columns
     rows: np.ndarray                   # 1-based data-row number of each row (header excluded)
     ids: list[str] | None
 
 
-def _bad_csv(detail: str) -> RequestError:
-    return RequestError(400, "Malformed CSV", detail)
+def _bad_csv(detail: str) -> InputError:
+    return InputError(Problem.MALFORMED_CSV, detail)
 
 
 def csv_reader(stream: Iterable[str]):
@@ -152,14 +148,9 @@ class _Errors:
         if not self.total:
             return
         self.kept.sort(key=operator.itemgetter(0, 1))
-        reported = self.kept[:MAX_REPORTED_ERRORS]
-        errors = [field_error(row, field, message, value) for row, _, field, value, message in reported]
-        rows = sorted({e["row"] for e in errors})
-        shown = ", ".join(map(str, rows[:SHOWN_ROWS])) + (" ..." if len(rows) > SHOWN_ROWS or
-                                                          self.total > len(reported) else "")
-        raise RequestError(422, "Invalid field values",
-                           f"{self.total} invalid value(s) in row(s) {shown}; nothing was scored.",
-                           errors, self.total)
+        errors = [field_error(row, field, message, value)
+                  for row, _, field, value, message in self.kept[:MAX_REPORTED_ERRORS]]
+        raise InputError.invalid_values(errors, self.total)
 
 
 def _cell_by_cell(field: str, cells: Sequence[str], numbers: Sequence[int], read, errors: _Errors) -> list:
@@ -232,43 +223,41 @@ def _check_magnitude(field: str, values: np.ndarray, rows: Sequence[Sequence[str
 def _level_codes(field: str, cells: Sequence[str], numbers: Sequence[int], errors: _Errors) -> np.ndarray:
     """Level codes (-1 missing) for a categorical column: each distinct spelling is read once."""
     lookup: dict[str, int] = {}
-    bad: set[str] = set()
+    bad = False
     for spelling in set(cells):
         try:
-            level = parse_level(field, spelling)
+            lookup[spelling] = level_code(field, spelling)
         except FieldError:
-            bad.add(spelling)
-            continue
-        lookup[spelling] = -1 if level is None else _LEVEL_CODES[field][level]
+            bad = True
     if bad:
-        _cell_by_cell(field, cells, numbers, lambda v: parse_level(field, v), errors)
+        _cell_by_cell(field, cells, numbers, lambda value: level_code(field, value), errors)
         return np.zeros(len(cells), dtype=np.int8)
     return np.fromiter(map(lookup.__getitem__, cells), dtype=np.int8, count=len(cells))
 
 
 def decode_rows(rows: Sequence[Sequence[str]], numbers: Sequence[int], header: Header,
-                numeric_fields: Iterable[str]) -> Batch:
-    """Validated columns from parsed rows; raises RequestError(422) listing the bad cells.
+                input_fields: Iterable[str]) -> Columns:
+    """Validated columns from parsed rows; raises InputError (422) listing the bad cells.
 
-    Like the JSON decoder's careful path, the batch holds every numeric field (all are parsed
-    anyway) and every categorical; values of `numeric_fields`, the model's inputs, must also be
-    at most MAX_MAGNITUDE in size.
+    Like the JSON decoder's careful path, the columns hold every numeric field (all are parsed
+    anyway) and every categorical; values of `input_fields`, the model's inputs, must also be at
+    most MAX_MAGNITUDE in size.
     """
-    wanted = set(numeric_fields)
+    wanted = set(input_fields)
     count = len(rows)
     errors = _Errors()
     numeric: dict[str, np.ndarray] = {}
 
-    plain_positions = [header.positions[f] for f in _PLAIN_FIELDS]
+    plain_positions = [header.positions[f] for f in PLAIN_FIELDS]
     block = list(map(operator.itemgetter(*plain_positions), rows))
     bulk = _bulk_numbers(list(itertools.chain.from_iterable(block)), len(plain_positions))
     if bulk is not None:
-        numeric.update(zip(_PLAIN_FIELDS, bulk.T))
+        numeric.update(zip(PLAIN_FIELDS, bulk.T))
     else:                                       # find the column(s) at fault, one at a time
-        numeric.update(_plain_columns(dict(zip(_PLAIN_FIELDS, zip(*block))), numbers, errors))
+        numeric.update(_plain_columns(dict(zip(PLAIN_FIELDS, zip(*block))), numbers, errors))
     del block, bulk
 
-    for field in (CURRENCY_FIELD, PERCENT_FIELD):
+    for field in FORMATTED_FIELDS:
         cells = [row[header.positions[field]] for row in rows]
         read = numeric_parser(field)
         try:
@@ -287,8 +276,8 @@ def decode_rows(rows: Sequence[Sequence[str]], numbers: Sequence[int], header: H
         codes[field] = _level_codes(field, cells, numbers, errors)
 
     errors.raise_if_any()
-    return Batch(count, False, NUMERIC_FIELDS, np.column_stack([numeric[f] for f in NUMERIC_FIELDS]),
-                 np.column_stack([codes[f] for f in CATEGORICAL_FIELDS]))
+    return Columns(count, False, NUMERIC_FIELDS, np.column_stack([numeric[f] for f in NUMERIC_FIELDS]),
+                   np.column_stack([codes[f] for f in CATEGORICAL_FIELDS]))
 
 
 def text_of(data: bytes | str) -> str:
@@ -302,43 +291,45 @@ def text_of(data: bytes | str) -> str:
         raise _bad_csv(f"The CSV is not valid UTF-8 (byte {exc.start}, line {line}).") from None
 
 
-def decode_csv_chunk(data: bytes | str, numeric_fields: Iterable[str], max_rows: int,
+def decode_csv_chunk(data: bytes | str, input_fields: Iterable[str], max_rows: int,
                      id_column: str | None = None) -> Chunk:
-    """A whole CSV body: the batch, each row's data-row number, and the ids if `id_column` is given."""
+    """A whole CSV body: the columns, each row's data-row number, and the ids if `id_column` is given."""
     reader = csv_reader(io.StringIO(text_of(data), newline=""))
     header = read_header(reader, id_column)
     rows, numbers = read_rows(reader, header, max_rows + 1)
     if not rows:
         raise _bad_csv("The CSV has a header row but no data rows; send one or more rows.")
     if len(rows) > max_rows:
-        raise RequestError(413, "Batch too large",
-                           f"The CSV has more than {max_rows} data rows; the limit is {max_rows}.")
-    batch = decode_rows(rows, numbers, header, numeric_fields)
+        raise InputError(Problem.TOO_MANY_ROWS,
+                         f"The CSV has more than {max_rows} data rows; the limit is {max_rows}.")
+    columns = decode_rows(rows, numbers, header, input_fields)
     ids = None if header.id_position is None else [row[header.id_position] for row in rows]
-    return Chunk(batch, np.array(numbers, dtype=np.int64), ids)
+    return Chunk(columns, np.array(numbers, dtype=np.int64), ids)
 
 
-def decode_csv(data: bytes | str, numeric_fields: Iterable[str], max_rows: int) -> Batch:
-    """A CSV body (header row naming x0..x99, then 1..max_rows data rows) as a validated Batch.
+def decode_csv(data: bytes | str, input_fields: Iterable[str], max_rows: int) -> Columns:
+    """A CSV body (header row naming x0..x99, then 1..max_rows data rows) as validated Columns.
 
-    Raises RequestError: 400 for text that is not UTF-8 or not CSV, a header lacking fields, or
-    no data rows; 413 for more than `max_rows` rows; 422 listing every bad cell (row, field, value,
-    message; the first MAX_REPORTED_ERRORS of them) with `total_errors` counting all.
+    Raises InputError: malformed CSV for text that is not UTF-8 or not CSV, a header lacking
+    fields, or no data rows; too many rows beyond `max_rows`; invalid values listing every bad cell
+    (row, field, value, message; the first MAX_REPORTED_ERRORS of them) with `total_errors`
+    counting all.
     """
-    return decode_csv_chunk(data, numeric_fields, max_rows).batch
+    return decode_csv_chunk(data, input_fields, max_rows).columns
 
 
-def encode_csv(model, scores, ids: Sequence | None = None, id_column: str = "id") -> str:
-    """Scores as CSV: the header is `model.result_fields` (with `id_column` first when ids are
-    given), floats in their shortest round-trip text so they read back exactly, business_outcome
-    as 0/1."""
+def result_header(names: Sequence[str], id_column: str | None = None) -> list[str]:
+    """The answer's columns: the id column when given, then business_outcome, phat and the
+    model inputs, alphabetically (as JSON answers order their keys)."""
+    return ([id_column] if id_column is not None else []) + sorted(("business_outcome", "phat", *names))
+
+
+def encode_csv(scores: Scores, ids: Sequence | None = None, id_column: str = "id") -> str:
+    """Scores as CSV, floats in their shortest round-trip text so they read back exactly,
+    business_outcome as 0/1."""
     out = io.StringIO()
-    write_scores(out, model, scores, ids, id_column, header=True)
+    write_scores(out, scores, ids, id_column, header=True)
     return out.getvalue()
-
-
-def result_header(model, id_column: str | None = None) -> list[str]:
-    return ([id_column] if id_column is not None else []) + list(model.result_fields)
 
 
 def _csv_cell(value) -> str:
@@ -350,11 +341,12 @@ def _csv_cell(value) -> str:
 
 
 def _float_rows(floats: np.ndarray) -> list[str]:
-    """Each row of a float matrix as comma-separated text, every value in its shortest
-    round-trip form (the digits repr() gives, so each cell reads back as the same float).
+    """Each row of a float matrix as comma-separated text, every value in its shortest round-trip
+    form (the digits repr() gives, so each cell reads back as the same float).
 
-    msgspec formats the whole matrix in C, with the same number text as the JSON responses;
-    it would write NaN or infinity as null, so a matrix holding one goes through repr().
+    msgspec writes the whole matrix as JSON in C with exactly those digits; cutting the brackets
+    off each row of that text spares a Python call per value.  It would write NaN or infinity as
+    null, so a matrix holding one goes through repr() instead.
     """
     if not len(floats):
         return []
@@ -363,16 +355,18 @@ def _float_rows(floats: np.ndarray) -> list[str]:
     return [repr(row)[1:-1].replace(", ", ",") for row in floats.tolist()]
 
 
-def write_scores(stream, model, scores, ids: Sequence | None = None, id_column: str = "id",
+def write_scores(stream, scores: Scores, ids: Sequence | None = None, id_column: str = "id",
                  header: bool = True) -> None:
     """Append scored rows to a text stream (header first when `header`)."""
+    fields = result_header(scores.names)
+    if fields[0] != "business_outcome":
+        raise ValueError(f"input names {scores.names} would sort before business_outcome")
     if header:
-        stream.write(",".join(map(_csv_cell, result_header(model, id_column if ids is not None else None))) + "\n")
-    if model.result_fields[0] != "business_outcome":       # alphabetical order puts it first
-        raise ValueError("result fields must start with business_outcome")
-    position = {name: i for i, name in enumerate(model.plan.names)}
-    floats = np.empty((len(scores.phat), len(model.result_fields) - 1))
-    for column, name in enumerate(model.result_fields[1:]):
+        stream.write(",".join(map(_csv_cell, result_header(scores.names, id_column if ids is not None else None)))
+                     + "\n")
+    position = {name: i for i, name in enumerate(scores.names)}
+    floats = np.empty((len(scores.phat), len(fields) - 1))
+    for column, name in enumerate(fields[1:]):            # business_outcome sorts first
         floats[:, column] = scores.phat if name == "phat" else scores.inputs[:, position[name]]
     outcomes = scores.outcome.tolist()
     if ids is not None and len(ids) != len(outcomes):

@@ -1,0 +1,144 @@
+r"""The HTTP routes.  Each reads the app's Service: /predict is the one request path
+
+    body --decoder--> Columns --model--> Scores --encoder--> answer
+                                    \--> monitoring (scores, and a sample of the columns)
+"""
+from __future__ import annotations
+
+import logging
+import socket
+
+import msgspec
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
+
+from ..codecs import decode_csv, encode_csv
+from ..model.artifacts import MODEL_FACTS
+from ..schema import InputError, Problem
+from .problems import of_input_error, of_kind
+
+log = logging.getLogger("api")
+routes = Blueprint("routes", __name__)
+
+INPUT_TYPES = ("application/json", "text/csv")   # the first is the default answer
+# Accept headers that can only mean JSON.  Most clients send one of these, so the header is
+# parsed only when it could ask for CSV (parsing it costs more than encoding a one-row answer).
+JSON_ONLY_ACCEPTS = frozenset(("", "*/*", "application/json"))
+# The values ?explain= takes, as the OpenAPI document lists them; anything else is a 400.
+EXPLAIN_VALUES = {"true": True, "false": False, "1": True, "0": False}
+
+
+def service():
+    return current_app.extensions["service"]
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(body), status=status, mimetype="application/json")
+
+
+def request_body(max_length: int, timeout: float) -> bytes:
+    """The request body, read in one call of its declared length.
+
+    werkzeug's get_data reads 64 KB at a time, and under gunicorn each read copies what is still
+    buffered; one read of the declared length avoids those copies.  A body over `max_length` and
+    a short body are answered as werkzeug answers them (413, 400).  A client that sends nothing
+    for `timeout` seconds in the middle of its body gets 408, and the connection is closed."""
+    length = request.content_length
+    if length is not None and length > max_length:
+        raise RequestEntityTooLarge()
+    sock = request.environ.get("gunicorn.socket")     # absent outside gunicorn (tests' client)
+    previous = sock.gettimeout() if sock is not None else None
+    if sock is not None:
+        sock.settimeout(timeout)                      # each read waits at most this long
+    try:
+        if length is None:                  # no declared length (chunked): werkzeug's own reading
+            return request.get_data(cache=False)
+        body = request.environ["wsgi.input"].read(length)
+    except TimeoutError:
+        log.warning("request %s from %s: no part of the body arrived for %g s; answered 408 and closed "
+                    "the connection", g.get("request_id"), request.remote_addr, timeout)
+        try:
+            sock.shutdown(socket.SHUT_RD)             # the rest of the body is never read
+        except OSError:
+            pass
+        raise RequestTimeout(f"No part of the request body arrived for {timeout:g} s.") from None
+    finally:
+        if sock is not None:
+            sock.settimeout(previous)
+    if len(body) != length:
+        raise ClientDisconnected()
+    return body
+
+
+@routes.post("/predict")
+def predict() -> Response:
+    svc = service()
+    if request.mimetype not in INPUT_TYPES:
+        return of_kind(Problem.UNSUPPORTED_MEDIA_TYPE, "Send the records as application/json or text/csv "
+                       f"(got {request.mimetype or 'no Content-Type'}).")
+    if svc.model is None:
+        return of_kind(Problem.NOT_READY, "The service has no verified model to score with.")
+    explain = False
+    if request.query_string:                # request.args parses it; most requests have none
+        raw = request.args.get("explain")
+        if raw is not None and raw not in EXPLAIN_VALUES:
+            return of_kind(Problem.BAD_QUERY, f"explain must be one of {', '.join(EXPLAIN_VALUES)}, not {raw[:100]!r}.",
+                           parameter="explain")
+        explain = EXPLAIN_VALUES.get(raw, False)
+    body = request_body(svc.settings.MAX_CONTENT_LENGTH, svc.settings.BODY_TIMEOUT)
+    try:
+        if request.mimetype == "text/csv":
+            columns = decode_csv(body, svc.model.numeric_inputs, svc.settings.MAX_BATCH_ROWS)
+        else:
+            columns = svc.decoder.decode(body)
+    except InputError as exc:
+        svc.metrics.observe_invalid(exc.errors)
+        return of_input_error(exc)
+    scores = svc.model.score(columns)
+    g.rows = columns.rows
+    svc.metrics.observe_scores(scores.phat, scores.outcome)
+    if svc.drift is not None:
+        svc.drift.offer(*columns.sample(svc.drift.sample_rows(columns.rows)))
+    if (request.headers.get("Accept", "") not in JSON_ONLY_ACCEPTS
+            and request.accept_mimetypes.best_match(INPUT_TYPES) == "text/csv"):
+        return Response(encode_csv(scores), mimetype="text/csv")
+    contributions = svc.model.contributions(scores) if explain else None
+    return Response(svc.encoder.encode(scores, columns.single, contributions), mimetype="application/json")
+
+
+@routes.get("/health")
+def health() -> Response:
+    return _json({"status": "ok"})
+
+
+@routes.get("/ready")
+def ready() -> Response:
+    svc = service()
+    if svc.model is None:
+        return of_kind(Problem.NOT_READY, f"Model not loaded: {svc.public_load_error()}")
+    return _json({"status": "ready", "model": svc.model.name, "version": svc.model.version})
+
+
+@routes.get("/model")
+def model_facts() -> Response:
+    svc = service()
+    if svc.model is None:
+        return of_kind(Problem.NOT_READY, "The service has no verified model.")
+    return _json({key: svc.model.metadata[key] for key in MODEL_FACTS})
+
+
+@routes.get("/model/drift")
+def model_drift() -> Response:
+    svc = service()
+    if svc.model is None:
+        return of_kind(Problem.NOT_READY, "The service has no verified model.")
+    return _json(svc.drift.report(svc.metrics.collected()))
+
+
+@routes.get("/metrics")
+def metrics() -> Response:
+    svc = service()
+    psi = None
+    if svc.drift is not None:
+        psi = {field: item["psi"] for field, item in svc.drift.report(svc.metrics.collected())["fields"].items()}
+    return Response(svc.metrics.exposition(psi), mimetype="text/plain", headers={"Cache-Control": "no-store"})

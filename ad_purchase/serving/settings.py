@@ -1,0 +1,30 @@
+"""The service's settings: typed, each from the environment variable of the same name."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from .. import HOME
+from ..schema import MAX_BATCH_ROWS
+
+
+@dataclass(frozen=True)
+class Settings:
+    MODEL_DIR: str = str(HOME / "objs")
+    MAX_BATCH_ROWS: int = MAX_BATCH_ROWS
+    MAX_CONTENT_LENGTH: int = 64 * 1024 * 1024   # bytes; a 10,000-row batch is about 20 MB
+    DRIFT_FLUSH_SECONDS: int = 5
+    BODY_TIMEOUT: int = 10                       # seconds a request body may pause before 408
+
+    @classmethod
+    def from_env(cls, environ: dict, overrides: dict | None = None) -> "Settings":
+        """Settings from `environ` (os.environ), with `overrides` taking precedence; a value that
+        is not a whole number where one is needed stops the service with a clear message."""
+        values = {}
+        for item in fields(cls):
+            raw = (overrides or {}).get(item.name, environ.get(item.name))
+            if raw is not None:
+                try:
+                    values[item.name] = int(raw) if item.type == "int" else str(raw)
+                except ValueError:
+                    raise SystemExit(f"configuration error: {item.name}={raw!r} is not a whole number") from None
+        return cls(**values)
