@@ -6,7 +6,9 @@ and the log says so.  The same probe runs against the image in test_container.py
 """
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
 
 import pytest
@@ -69,3 +71,32 @@ def test_the_probe_sees_a_server_whose_threads_slow_clients_hold(tmp_path):
         report = slow_clients.run("127.0.0.1", server.port, 8, idle=0, stalled_headers=16, stalled_body=0)
     assert report["failed_probes"], report
     assert all(probe["status"] != 200 for probe in report["failed_probes"])
+
+
+def test_a_client_that_keeps_its_connection_busy_does_not_hold_the_others(tmp_path):
+    """One worker, one connection with a thousand pipelined requests (the next one always
+    buffered), then a second client: its request is served among the first, not after all."""
+    pipelined = 1000
+    with running(tmp_path, workers=1) as server:
+        busy = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        received = bytearray()
+        reader = threading.Thread(target=lambda: _read_until_closed(busy, received), daemon=True)
+        try:
+            reader.start()
+            busy.sendall(b"".join(f"GET /health HTTP/1.1\r\nHost: t\r\nX-Request-ID: busy-{i}\r\n\r\n".encode()
+                                  for i in range(pipelined)))
+            reply = call(server.port, "GET", "/ready", headers={"X-Request-ID": "fresh"}, timeout=30)
+            assert reply.status == 200
+            busy.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            reader.join(timeout=60)
+        finally:
+            busy.close()
+        assert received.count(b"HTTP/1.1 200") == pipelined + 1
+        order = [json.loads(line)["request_id"] for line in server.output().splitlines()
+                 if line.startswith("{") and '"request_id"' in line]
+    assert order.index("fresh") < pipelined / 10, f"served after {order.index('fresh')} pipelined requests"
+
+
+def _read_until_closed(sock: socket.socket, into: bytearray) -> None:
+    while chunk := sock.recv(1 << 16):
+        into += chunk

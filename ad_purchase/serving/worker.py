@@ -5,7 +5,8 @@ and a few kilobytes, never one of a handful of threads: idle and slow clients ca
 scoring code from fresh requests.  gunicorn gives each request's headers `keepalive` seconds and
 then drops the connection without a word; this worker says in the log when it does that to a
 connection that never completed a request (an idle connect or stalled headers).  Stalled bodies
-are the application's to time out (see the service's BODY_TIMEOUT).
+are the application's to time out (see the service's BODY_TIMEOUT).  Connections take turns:
+after each request the worker lets its other connections run before reading the next one.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def _peer() -> str:
 
 
 class SlowClientWorker(GeventWorker):
-    """gevent worker that logs connections closed for sending no complete request in time."""
+    """gevent worker that logs connections closed for sending no complete request in time and
+    lets its connections take turns."""
 
     def init_process(self):
         # Until gunicorn installs the worker's own handlers (after gevent has patched the standard
@@ -72,7 +74,13 @@ class SlowClientWorker(GeventWorker):
 
     def handle_request(self, listener_name, req, sock, addr):
         _connection.requests += 1
-        return super().handle_request(listener_name, req, sock, addr)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            # A kept-alive client whose next request is already buffered would be served again
+            # without a switch, while every other connection of this worker waits: let the
+            # others (and the accept loop) run first.
+            gevent.idle()
 
     def timeout_ctx(self):
         return _HeaderDeadline(self.cfg.keepalive, self.log)
