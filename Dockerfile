@@ -4,7 +4,9 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/requirements.txt
+# The image serves; the packages only score.py uses are left out.
+RUN grep -v "score.py only" /tmp/requirements.txt > /tmp/serving.txt \
+ && /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/serving.txt
 
 # Final stage: the venv, the package and its two entry points, the model; no build tools.
 FROM python:3.11-slim

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ad_purchase.training import synthetic
 from ad_purchase.codecs import JsonDecoder, JsonEncoder
-from ad_purchase.codecs.csv_codec import decode_csv, decode_csv_chunk, encode_csv
+from ad_purchase.codecs.csv_codec import decode_csv, encode_csv
 from ad_purchase.model import Scores, load_model
 from ad_purchase.schema import MAX_REPORTED_ERRORS, InputError
 from pandas_reference import PandasReference
@@ -166,13 +166,6 @@ def test_column_order_extra_columns_and_an_id_column_do_not_matter(model, frame)
     assert_same_batch(shuffled, decode_csv(csv_text(records), model.numeric_inputs, 100))
 
 
-def test_the_id_column_is_returned_when_asked_for(model, frame):
-    records = [dict(r, id=f"c-{i:03d}") for i, r in enumerate(synthetic.to_records(frame.head(5)))]
-    chunk = decode_csv_chunk(csv_text(records, [*FIELDS, "id"]), model.numeric_inputs, 10, id_column="id")
-    assert chunk.ids == [f"c-{i:03d}" for i in range(5)]
-    assert chunk.rows.tolist() == [1, 2, 3, 4, 5]
-
-
 def test_exactly_max_rows_is_accepted(model, frame):
     records = synthetic.to_records(frame.head(3))
     assert decode_csv(csv_text(records), model.numeric_inputs, 3).rows == 3
@@ -296,11 +289,7 @@ def test_a_repeated_field_column_is_refused(frame):
     assert "more than once" in error.detail and "x12" in error.detail
 
 
-def test_a_repeated_id_column_and_an_unreadable_header_are_refused(frame):
-    records = [dict(r, id="a") for r in synthetic.to_records(frame.head(2))]
-    with pytest.raises(InputError) as caught:
-        decode_csv_chunk(csv_text(records, ["id", *FIELDS, "id"]), ["x12"], 10, id_column="id")
-    assert caught.value.kind.status == 400 and "more than once: id" in caught.value.detail
+def test_an_unreadable_header_is_refused():
     error = refusal('x0,"x1\n', 400)
     assert "header row cannot be read as CSV" in error.detail
 
@@ -397,15 +386,8 @@ def test_encode_csv_header_and_exact_round_trip(model, frame):
             assert float(cells[name]) == scores.inputs[i, position[name]], (i, name)
 
 
-def test_encode_csv_puts_ids_first_and_quotes_them_when_needed(model, frame):
+def test_encode_csv_refuses_inputs_that_would_sort_first(model, frame):
     scores = model.score(decode_csv(frame.head(3).to_csv(index=False), model.numeric_inputs, 10))
-    ids = ["plain", "with, comma", 'with "quotes"']
-    rows = list(csv.reader(io.StringIO(encode_csv(scores, ids))))
-    assert rows[0] == ["id", *JsonEncoder(model.plan.names).result_fields]
-    assert [r[0] for r in rows[1:]] == ids
-    assert list(csv.reader(io.StringIO(encode_csv(scores, [7, 8, 9], id_column="row"))))[0][0] == "row"
-    with pytest.raises(ValueError):
-        encode_csv(scores, ids[:2])
     with pytest.raises(ValueError):      # inputs whose names would sort before the outcome
         encode_csv(Scores(("a_first",), scores.inputs[:, :1], scores.phat, scores.outcome))
 

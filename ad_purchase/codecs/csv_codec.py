@@ -1,7 +1,7 @@
 """CSV bodies to Columns, and Scores to CSV: the same contract as JSON, for text/csv requests.
 
     decode_csv(data, input_fields, max_rows) -> Columns
-    encode_csv(scores, ids=None)            -> str
+    encode_csv(scores)                       -> str
 
 A CSV has a header row naming the raw fields x0..x99 (in any order; other columns are
 ignored).  Every field of every data row is read with the schema's rules, exactly as the JSON
@@ -33,7 +33,7 @@ import numpy as np
 
 from ..model import Scores
 from ..schema import (CATEGORICAL_FIELDS, FIELDS, FORMATTED_FIELDS, MAX_MAGNITUDE, MAX_REPORTED_ERRORS, NUMERIC_FIELDS,
-                      PLAIN_FIELDS, Columns, FieldError, InputError, Problem, field_error, level_code,
+                      PLAIN_FIELDS, Columns, FieldError, InputError, Problem, answer_fields, field_error, level_code,
                       missing_spellings, numeric_parser)
 
 _FIELD_ORDER = {field: i for i, field in enumerate(FIELDS)}
@@ -43,11 +43,10 @@ _MISSING_AS_NAN = dict.fromkeys(missing_spellings(), "nan")
 
 @dataclass(frozen=True)
 class Header:
-    """Where each raw field (and the optional id column) sits in a row."""
+    """Where each raw field sits in a row."""
 
     names: tuple[str, ...]
     positions: dict[str, int]          # field -> column index, for x0..x99
-    id_position: int | None
     lines: int                         # physical lines the header took
 
     @property
@@ -55,26 +54,12 @@ class Header:
         return len(self.names)
 
 
-@dataclass
-class Chunk:
-    """Validated rows with their data-row numbers and, when asked for, their ids."""
-
-    columns: Columns
-    rows: np.ndarray                   # 1-based data-row number of each row (header excluded)
-    ids: list[str] | None
-
-
 def _bad_csv(detail: str) -> InputError:
     return InputError(Problem.MALFORMED_CSV, detail)
 
 
-def csv_reader(stream: Iterable[str]):
-    """The CSV dialect read everywhere: commas, double quotes, and a malformed quote is an error."""
-    return csv.reader(stream, strict=True)
-
-
-def read_header(reader, id_column: str | None = None) -> Header:
-    """The header row: every raw field present once; `id_column`, if given, present once."""
+def read_header(reader) -> Header:
+    """The header row: every raw field present once."""
     try:
         names = next(reader, None)
         while names is not None and not names:      # blank lines before the header
@@ -85,24 +70,18 @@ def read_header(reader, id_column: str | None = None) -> Header:
         raise _bad_csv("The CSV is empty; send a header row naming x0..x99 and one or more data rows.")
     names = tuple(name.strip().lstrip("\ufeff").strip() for name in names)
     positions: dict[str, int] = {}
-    id_positions = [index for index, name in enumerate(names) if name == id_column]
     repeated = set()
     for index, name in enumerate(names):
         if name in _FIELD_ORDER:
             if name in positions:
                 repeated.add(name)
             positions[name] = index
-    if len(id_positions) > 1:
-        repeated.add(id_column)
     if repeated:
         raise _bad_csv("The header names these columns more than once: " + ", ".join(sorted(repeated)) + ".")
     missing = [field for field in FIELDS if field not in positions]
-    if id_column is not None and not id_positions:
-        missing.append(id_column)
     if missing:
         raise _bad_csv(f"The header row lacks {len(missing)} required column(s): {', '.join(missing)}.")
-    id_position = id_positions[0] if id_positions else None
-    return Header(names, positions, id_position, reader.line_num)
+    return Header(names, positions, reader.line_num)
 
 
 def read_rows(reader, header: Header, limit: int) -> tuple[list[list[str]], list[int]]:
@@ -291,22 +270,6 @@ def text_of(data: bytes | str) -> str:
         raise _bad_csv(f"The CSV is not valid UTF-8 (byte {exc.start}, line {line}).") from None
 
 
-def decode_csv_chunk(data: bytes | str, input_fields: Iterable[str], max_rows: int,
-                     id_column: str | None = None) -> Chunk:
-    """A whole CSV body: the columns, each row's data-row number, and the ids if `id_column` is given."""
-    reader = csv_reader(io.StringIO(text_of(data), newline=""))
-    header = read_header(reader, id_column)
-    rows, numbers = read_rows(reader, header, max_rows + 1)
-    if not rows:
-        raise _bad_csv("The CSV has a header row but no data rows; send one or more rows.")
-    if len(rows) > max_rows:
-        raise InputError(Problem.TOO_MANY_ROWS,
-                         f"The CSV has more than {max_rows} data rows; the limit is {max_rows}.")
-    columns = decode_rows(rows, numbers, header, input_fields)
-    ids = None if header.id_position is None else [row[header.id_position] for row in rows]
-    return Chunk(columns, np.array(numbers, dtype=np.int64), ids)
-
-
 def decode_csv(data: bytes | str, input_fields: Iterable[str], max_rows: int) -> Columns:
     """A CSV body (header row naming x0..x99, then 1..max_rows data rows) as validated Columns.
 
@@ -315,29 +278,27 @@ def decode_csv(data: bytes | str, input_fields: Iterable[str], max_rows: int) ->
     (row, field, value, message; the first MAX_REPORTED_ERRORS of them) with `total_errors`
     counting all.
     """
-    return decode_csv_chunk(data, input_fields, max_rows).columns
+    reader = csv.reader(io.StringIO(text_of(data), newline=""), strict=True)
+    header = read_header(reader)
+    rows, numbers = read_rows(reader, header, max_rows + 1)
+    if not rows:
+        raise _bad_csv("The CSV has a header row but no data rows; send one or more rows.")
+    if len(rows) > max_rows:
+        raise InputError(Problem.TOO_MANY_ROWS,
+                         f"The CSV has more than {max_rows} data rows; the limit is {max_rows}.")
+    return decode_rows(rows, numbers, header, input_fields)
 
 
-def result_header(names: Sequence[str], id_column: str | None = None) -> list[str]:
-    """The answer's columns: the id column when given, then business_outcome, phat and the
-    model inputs, alphabetically (as JSON answers order their keys)."""
-    return ([id_column] if id_column is not None else []) + sorted(("business_outcome", "phat", *names))
-
-
-def encode_csv(scores: Scores, ids: Sequence | None = None, id_column: str = "id") -> str:
-    """Scores as CSV, floats in their shortest round-trip text so they read back exactly,
-    business_outcome as 0/1."""
-    out = io.StringIO()
-    write_scores(out, scores, ids, id_column, header=True)
-    return out.getvalue()
-
-
-def _csv_cell(value) -> str:
-    """One cell as CSV writes it: quoted only when it holds a separator, quote or line break."""
-    text = str(value)
-    if any(c in text for c in ',"\r\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+def encode_csv(scores: Scores) -> str:
+    """Scores as CSV: the answer's fields as the header, floats in their shortest round-trip text
+    (they read back exactly), business_outcome as 0/1."""
+    fields = answer_fields(scores.names)
+    position = {name: i for i, name in enumerate(scores.names)}
+    floats = np.empty((len(scores.phat), len(fields) - 1))
+    for column, name in enumerate(fields[1:]):            # business_outcome comes first
+        floats[:, column] = scores.phat if name == "phat" else scores.inputs[:, position[name]]
+    lines = [f"{outcome},{row}\n" for outcome, row in zip(scores.outcome.tolist(), _float_rows(floats))]
+    return ",".join(fields) + "\n" + "".join(lines)
 
 
 def _float_rows(floats: np.ndarray) -> list[str]:
@@ -353,26 +314,3 @@ def _float_rows(floats: np.ndarray) -> list[str]:
     if np.isfinite(floats).all():
         return msgspec.json.encode(floats.tolist())[2:-2].decode("ascii").split("],[")
     return [repr(row)[1:-1].replace(", ", ",") for row in floats.tolist()]
-
-
-def write_scores(stream, scores: Scores, ids: Sequence | None = None, id_column: str = "id",
-                 header: bool = True) -> None:
-    """Append scored rows to a text stream (header first when `header`)."""
-    fields = result_header(scores.names)
-    if fields[0] != "business_outcome":
-        raise ValueError(f"input names {scores.names} would sort before business_outcome")
-    if header:
-        stream.write(",".join(map(_csv_cell, result_header(scores.names, id_column if ids is not None else None)))
-                     + "\n")
-    position = {name: i for i, name in enumerate(scores.names)}
-    floats = np.empty((len(scores.phat), len(fields) - 1))
-    for column, name in enumerate(fields[1:]):            # business_outcome sorts first
-        floats[:, column] = scores.phat if name == "phat" else scores.inputs[:, position[name]]
-    outcomes = scores.outcome.tolist()
-    if ids is not None and len(ids) != len(outcomes):
-        raise ValueError(f"{len(ids)} ids for {len(outcomes)} scored rows")
-    if ids is None:
-        lines = [f"{outcome},{row}\n" for outcome, row in zip(outcomes, _float_rows(floats))]
-    else:
-        lines = [f"{_csv_cell(i)},{outcome},{row}\n" for i, outcome, row in zip(ids, outcomes, _float_rows(floats))]
-    stream.write("".join(lines))

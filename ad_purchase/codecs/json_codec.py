@@ -19,8 +19,8 @@ import numpy as np
 from ..model import Scores
 from ..schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, COMMON_CODES, FIELDS, FORMATTED_FIELDS, LEVEL_CODES,
                       MAX_MAGNITUDE, MAX_REPORTED_ERRORS, NUMERIC_FIELDS, PLAIN_FIELDS, ABSENT, Columns, FieldError,
-                      InputError, Problem, field_error, level_code, numeric_input_order, numeric_parser, parse_column,
-                      split_dummy)
+                      InputError, Problem, answer_fields, field_error, level_code, numeric_input_order, numeric_parser,
+                      parse_column, split_dummy)
 
 UTF8_BOM = b"\xef\xbb\xbf"       # RFC 8259 lets a parser ignore one
 _TEXT_FIELDS = (*FORMATTED_FIELDS, *CATEGORICAL_FIELDS)
@@ -260,9 +260,7 @@ class JsonEncoder:
 
     def __init__(self, input_names: Sequence[str]) -> None:
         self.input_names = tuple(input_names)
-        self.result_fields = tuple(sorted(("business_outcome", "phat", *self.input_names)))
-        if self.result_fields[:2] != ("business_outcome", "phat"):
-            raise ValueError(f"input names {self.input_names} would not sort after business_outcome and phat")
+        self.result_fields = answer_fields(self.input_names)
         self._result = _result_struct("Result", self.result_fields)
         self._explained = _result_struct("ExplainedResult", tuple(sorted(("contributions", *self.result_fields))))
         self._order = sorted(range(len(self.input_names)), key=self.input_names.__getitem__)

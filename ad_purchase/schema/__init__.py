@@ -5,6 +5,7 @@ from .columns import Columns
 from .fields import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CATEGORICAL_MEANING, CURRENCY_EXAMPLES, CURRENCY_FIELD,
                      EXAMPLES_DIR, FIELDS, FORMATTED_FIELDS, LEVEL_CODES, MISSING_CODE, NUMERIC_FIELDS,
                      PERCENT_EXAMPLES, PERCENT_FIELD, PLAIN_FIELDS, PROFILE_PATH, TARGET, Profile, all_model_columns,
+                     answer_fields,
                      dummy_columns, load_example, numeric_input_order, split_dummy)
 from .limits import MAX_BATCH_ROWS, MAX_ECHOED_CHARS, MAX_MAGNITUDE, MAX_REPORTED_ERRORS, SHOWN_ROWS
 from .problems import ABSENT, InputError, Problem, field_error

@@ -52,6 +52,15 @@ def numeric_input_order(fields: Iterable[str]) -> tuple[str, ...]:
     return (*(f for f in PLAIN_FIELDS if f in wanted), *(f for f in FORMATTED_FIELDS if f in wanted))
 
 
+def answer_fields(input_names: Iterable[str]) -> tuple[str, ...]:
+    """The fields of every answer, in their order: business_outcome, phat and the model inputs,
+    alphabetically (the inputs' names start with x, so the two come first)."""
+    fields = tuple(sorted(("business_outcome", "phat", *input_names)))
+    if fields[:2] != ("business_outcome", "phat"):
+        raise ValueError(f"input names {sorted(input_names)} would sort before business_outcome and phat")
+    return fields
+
+
 def dummy_columns(field: str) -> list[str]:
     """One-hot columns of a categorical field, as trained: the alphabetically first level is the
     dropped reference, and a `<field>_nan` column marks a missing value."""

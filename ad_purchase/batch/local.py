@@ -1,0 +1,118 @@
+"""Scoring a file on this machine: read in record batches, read every cell with the schema's
+rules, score with the model core, write the answers batch by batch.
+
+By default the first batch holding a bad value stops the run and nothing is written.  With a
+rejects file, rows with bad values are set aside there (one line per problem) and every other
+row is scored.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from ..codecs.arrow_codec import ArrowDecoder, encode, encode_rejects
+from ..model import Model, Scores
+from ..schema import InputError
+from .files import Sink, Source, WriteBehind, read_ahead
+
+ROW_ID_COLUMN = "row"          # the id column when the file has none: the 1-based data row
+SHOWN_PROBLEMS = 10
+
+
+class Stopped(Exception):
+    """The file cannot be scored; the message says where and why."""
+
+
+@dataclass
+class Outcome:
+    rows_scored: int
+    rows_set_aside: int
+    problems: int
+    seconds: float
+
+
+def describe(problems: list[dict], source: Path) -> str:
+    """Problems as lines for a person reading a terminal; `row` is a data row, the file's line
+    less the header (unless quoted values hold line breaks)."""
+    lines = [f"{source}: line {p['row'] + 1} (data row {p['row']}), field {p['field']}, "
+             f"value {p.get('value', '(absent)')!r}: {p['message']}" for p in problems[:SHOWN_PROBLEMS]]
+    if len(problems) > SHOWN_PROBLEMS:
+        lines.append(f"... and {len(problems) - SHOWN_PROBLEMS} more invalid value(s) in the same batch")
+    return "\n".join(lines)
+
+
+def _slices(records: pa.RecordBatch, rows: np.ndarray, limit: int):
+    for start in range(0, records.num_rows, limit):
+        yield records.slice(start, limit), rows[start:start + limit]
+
+
+def score_file(source_path: Path, target_path: Path, model: Model, *, id_column: str | None = None,
+               rejects_path: Path | None = None, chunk_rows: int = 10_000,
+               progress: Callable[[int], None] = lambda rows: None) -> Outcome:
+    """Score `source_path` (CSV or Parquet) into `target_path` (CSV or Parquet, by extension)."""
+    started = time.perf_counter()
+    try:
+        source = Source(source_path, id_column, inputs=model.numeric_inputs)
+    except InputError as exc:
+        raise Stopped(exc.detail) from None
+    decoder = ArrowDecoder(model.numeric_inputs)
+    id_name = id_column or ROW_ID_COLUMN
+    sink = Sink(target_path)
+    rejects = Sink(rejects_path) if rejects_path is not None else None
+    scored = set_aside = problems = 0
+    writer = WriteBehind(sink)
+    try:
+        for batch in read_ahead(iter(source)):
+            for records, rows in _slices(batch.records, batch.rows, chunk_rows):
+                decoded = decoder.decode(records, rows, batch.vouched)
+                ids = records.column(id_column) if id_column else pa.array(rows, type=pa.int64())
+                if decoded.problems:
+                    if rejects is None:
+                        raise Stopped(describe(decoded.problems, source_path))
+                    id_of = dict(zip(rows.tolist(), ids.to_pylist())) if id_column else {}
+                    rejects.write(encode_rejects(decoded.problems, id_of, id_name))
+                    problems += len(decoded.problems)
+                    set_aside += records.num_rows - decoded.columns.rows
+                    ids = ids.filter(pa.array(decoded.kept))
+                if decoded.columns.rows:
+                    writer.write(encode(model.score(decoded.columns), ids, id_name, sink.format == "csv"))
+                scored += decoded.columns.rows
+                progress(records.num_rows)
+        writer.close()
+        if not scored and not set_aside:
+            raise Stopped(f"{source_path}: the file has a header row but no data rows")
+        if not sink.rows:                            # every row set aside: the columns all the same
+            sink.write_empty(encode(_no_scores(model), pa.array([], type=pa.int64()), id_name).schema)
+        if rejects is not None and not rejects.rows:
+            rejects.write_empty(encode_rejects([], {}, id_name).schema)
+        sink.commit()
+        if rejects is not None:
+            rejects.commit()
+    except InputError as exc:                      # the file itself cannot be read on
+        _abandon(writer, sink, rejects)
+        raise Stopped(exc.detail) from None
+    except BaseException:
+        _abandon(writer, sink, rejects)
+        raise
+    return Outcome(scored, set_aside, problems, time.perf_counter() - started)
+
+
+def _abandon(writer: WriteBehind, sink: Sink, rejects: Sink | None) -> None:
+    """Nothing of a run that fails is left behind."""
+    try:
+        writer.close()
+    except BaseException:
+        pass                                         # the first failure is the one reported
+    sink.discard()
+    if rejects is not None:
+        rejects.discard()
+
+
+def _no_scores(model: Model) -> Scores:
+    names = model.plan.names
+    return Scores(names, np.empty((0, len(names))), np.empty(0), np.empty(0, dtype=np.int64))
