@@ -2,6 +2,7 @@
 
     python score.py rows.csv -o scores.csv [--model-dir objs] [--id-column NAME] [--rejects bad.csv]
     python score.py rows.parquet -o scores.parquet
+    python score.py rows.csv -o scores/ --engine spark [--master local[*]]
 
 CSV or Parquet in, CSV or Parquet out, by the files' extensions.  Every cell is read with the
 same rules as a request and scored by the same model core; the output carries an id per row
@@ -11,7 +12,8 @@ followed by the columns of the API's CSV answer.
 A bad value stops the run (exit 2) with the data row, field and value, and nothing is written:
 output goes to a temporary file beside the target that is renamed only at the end.  With
 --rejects PATH, rows with bad values are written there instead (one line per problem: the id,
-field, value and why) and every other row is scored.
+field, value and why) and every other row is scored.  With --engine spark the same scoring
+core runs as a Spark job and writes directories of Parquet part files.
 """
 from __future__ import annotations
 
@@ -35,8 +37,10 @@ EXIT_IO = 1
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="score.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="CSV or Parquet file with the fields x0..x99")
-    parser.add_argument("-o", "--output", required=True, help="CSV or Parquet file to write the scores to")
+    parser.add_argument("input", help="CSV or Parquet file with the fields x0..x99 (with --engine spark: any "
+                                      "path Spark reads)")
+    parser.add_argument("-o", "--output", required=True, help="CSV or Parquet file to write the scores to "
+                                                              "(with --engine spark: a directory)")
     parser.add_argument("--model-dir", type=Path, default=HOME / "objs", help="model folder (default: objs)")
     parser.add_argument("--id-column", metavar="NAME",
                         help="input column copied to the output as each row's id "
@@ -46,12 +50,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk-rows", type=int, default=10_000,
                         help="rows read, validated and scored at a time at most (default: 10000)")
     parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    parser.add_argument("--engine", choices=("local", "spark"), default="local",
+                        help="local: this process (default); spark: a Spark job (pip install pyspark)")
+    parser.add_argument("--master", default="local[*]",
+                        help="with --engine spark: the Spark master (default: local[*]; under spark-submit, "
+                             "the one spark-submit was given)")
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
         parser.error("--chunk-rows must be at least 1")
-    for name, path in (("input", args.input), ("-o", args.output), ("--rejects", args.rejects)):
-        if path is not None and Path(path).suffix.lower() not in FORMATS:
-            parser.error(f"{name} {path}: the file name must end in {' or '.join(FORMATS)}")
+    if args.engine == "local":
+        for name, path in (("input", args.input), ("-o", args.output), ("--rejects", args.rejects)):
+            if path is not None and Path(path).suffix.lower() not in FORMATS:
+                parser.error(f"{name} {path}: the file name must end in {' or '.join(FORMATS)}")
     return args
 
 
@@ -104,6 +114,9 @@ def run_local(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.engine == "spark":
+            from ..batch import spark
+            return spark.run(args)
         return run_local(args)
     except Stopped as exc:
         print(f"error: {exc}\nerror: stopped; no output was written", file=sys.stderr)

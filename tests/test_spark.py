@@ -1,0 +1,187 @@
+"""score.py --engine spark: the same scoring core as a Spark job, in local[2] mode.
+
+The job must give the scores the local engine gives for the same rows (to 1e-12), set aside
+the same rejects, stop on a bad value without --rejects, and say clearly what is wrong when
+the model folder or the input cannot be used.  Every case runs score.main in this process, so
+the Java gateway starts once for the module.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from ad_purchase.cli import score
+from ad_purchase.training import synthetic
+
+from api_support import MODEL_DIR
+
+pytestmark = pytest.mark.spark
+try:
+    import pyspark  # noqa: F401
+except ImportError:
+    pytest.fail("the Spark tests need PySpark: pip install -r requirements-dev.txt", pytrace=False)
+if shutil.which("java") is None:
+    pytest.fail("the Spark tests need a Java runtime on PATH (apt-get install openjdk-17-jre-headless)",
+                pytrace=False)
+
+ROWS = 400
+MASTER = "local[2]"
+TOLERANCE = 1e-12
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    status = score.main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+def spark_args(source, out, *extra):
+    return [source, "-o", out, "--engine", "spark", "--master", MASTER, "--no-progress", *extra]
+
+
+def read_parts(folder) -> pa.Table:
+    return pq.ParquetDataset(folder).read()
+
+
+@pytest.fixture(scope="module")
+def frame():
+    frame = synthetic.generate(ROWS, seed=5).drop(columns=["y"])
+    frame.insert(0, "customer", [f"c{i:04d}" for i in range(ROWS)])
+    return frame
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory, frame):
+    """Clean rows, and the same rows with three bad ones (data rows 8, 151 and 390)."""
+    folder = tmp_path_factory.mktemp("spark_in")
+    frame.to_csv(folder / "rows.csv", index=False)
+    bad = frame.copy()
+    bad.loc[7, "x12"] = "$1.234,56"
+    bad.loc[150, "x5"] = "funday"
+    bad.loc[150, "x20"] = "nan(1)"
+    bad.loc[389, "x91"] = "1_000"
+    bad.to_csv(folder / "bad.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), folder / "bad.parquet")
+    return {"csv": folder / "rows.csv", "bad": folder / "bad.csv", "bad_parquet": folder / "bad.parquet"}
+
+
+def by_row(table: pa.Table) -> pa.Table:
+    return table.sort_by("row")
+
+
+def test_scores_equal_the_local_engines(capsys, sources, tmp_path):
+    local, spark = tmp_path / "local.parquet", tmp_path / "spark"
+    assert run(capsys, sources["csv"], "-o", local, "--no-progress")[0] == 0
+    status, err = run(capsys, *spark_args(sources["csv"], spark))
+    assert status == 0, err
+    assert f"scored {ROWS:,} rows" in err and "with Spark (local[2]" in err
+    expected, got = pq.read_table(local), by_row(read_parts(spark))
+    assert got.column_names == expected.column_names
+    assert got.column("row").to_pylist() == list(range(1, ROWS + 1))
+    assert got.column("business_outcome").to_pylist() == expected.column("business_outcome").to_pylist()
+    for name in expected.column_names[2:]:
+        np.testing.assert_allclose(got.column(name).to_numpy(), expected.column(name).to_numpy(),
+                                   rtol=0, atol=TOLERANCE, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["bad", "bad_parquet"])
+def test_rejects_come_out_as_the_local_engines(capsys, sources, tmp_path, kind):
+    local_out, local_rejects = tmp_path / "local.parquet", tmp_path / "local-rejects.parquet"
+    spark_out, spark_rejects = tmp_path / "spark", tmp_path / "spark-rejects"
+    status, err = run(capsys, sources[kind], "-o", local_out, "--no-progress", "--id-column", "customer",
+                      "--rejects", local_rejects)
+    assert status == 0, err
+    status, err = run(capsys, *spark_args(sources[kind], spark_out, "--id-column", "customer",
+                                          "--rejects", spark_rejects))
+    assert status == 0, err
+    assert "set aside 3 row(s)" in err
+    expected = pq.read_table(local_rejects).to_pylist()
+    got = read_parts(spark_rejects).to_pylist()
+    key = lambda r: (r["customer"], r["field"])                          # noqa: E731
+    assert sorted(got, key=key) == sorted(expected, key=key)
+    assert [(r["customer"], r["field"]) for r in expected] == [
+        ("c0007", "x12"), ("c0150", "x5"), ("c0150", "x20"), ("c0389", "x91")]
+    scored = read_parts(spark_out).sort_by("customer")
+    assert scored.num_rows == ROWS - 3
+    local_scored = pq.read_table(local_out)
+    assert scored.column("customer").to_pylist() == local_scored.column("customer").to_pylist()
+    np.testing.assert_allclose(scored.column("phat").to_numpy(), local_scored.column("phat").to_numpy(),
+                               rtol=0, atol=TOLERANCE)
+
+
+def test_a_bad_value_stops_the_job_and_nothing_is_written(capsys, sources, tmp_path):
+    out = tmp_path / "spark"
+    status, err = run(capsys, *spark_args(sources["bad"], out))
+    assert status == score.EXIT_INVALID_INPUT
+    assert "line 9 (data row 8), field x12, value '$1.234,56'" in err
+    assert "no output was written" in err and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_missing_model_folder_is_a_clear_error(capsys, sources, tmp_path):
+    status, err = run(capsys, *spark_args(sources["csv"], tmp_path / "out", "--model-dir", tmp_path / "nowhere"))
+    assert status == 1
+    assert "cannot load the model" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_an_unreadable_input_is_a_clear_error(capsys, sources, tmp_path):
+    status, err = run(capsys, *spark_args(tmp_path / "absent.csv", tmp_path / "out"))
+    assert status == score.EXIT_INVALID_INPUT
+    assert "absent.csv" in err and "does not exist" in err.lower() and "Traceback" not in err
+    short = tmp_path / "short.csv"
+    short.write_text("a,b\n1,2\n")
+    status, err = run(capsys, *spark_args(short, tmp_path / "out"))
+    assert status == score.EXIT_INVALID_INPUT
+    assert "lacks 100 required column(s)" in err and not (tmp_path / "out").exists()
+
+
+def test_typed_parquet_in_and_csv_text_give_the_same_scores(capsys, frame, sources, tmp_path):
+    """A Parquet file with the plain numeric fields as doubles, as a data team keeps a table."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for name in ("x0", "x44", "x91"):
+        text = table.column(name)
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pc.if_else(pc.equal(text, "nan"), None, text).cast(pa.float64()))
+    source = tmp_path / "typed.parquet"
+    pq.write_table(table, source)
+    status, err = run(capsys, *spark_args(source, tmp_path / "typed-out"))
+    assert status == 0, err
+    status, err = run(capsys, sources["csv"], "-o", tmp_path / "local.csv", "--no-progress")
+    assert status == 0, err
+    expected = pacsv.read_csv(tmp_path / "local.csv")
+    got = by_row(read_parts(tmp_path / "typed-out"))
+    np.testing.assert_allclose(got.column("phat").to_numpy(), expected.column("phat").to_numpy(),
+                               rtol=0, atol=TOLERANCE)
+
+
+def test_the_executor_function_scores_and_sets_aside_like_the_local_engine(capsys, sources, tmp_path):
+    """score_partition, what every executor runs, called here on Arrow batches directly: a row
+    out per scored record and one per problem, the scores those of the local engine."""
+    from ad_purchase.batch import spark as engine
+    from ad_purchase.model import load_model
+
+    local = tmp_path / "local.parquet"
+    assert run(capsys, sources["bad"], "-o", local, "--no-progress", "--rejects", tmp_path / "rejects.csv")[0] == 0
+    text = pacsv.read_csv(sources["bad"], convert_options=pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in pacsv.read_csv(sources["bad"]).column_names}))
+    text = text.append_column(engine.ROW, pa.array(range(1, ROWS + 1), type=pa.int64()))
+    schema = engine._output_schema(load_model(MODEL_DIR), None, None)
+    engine._MODELS["in-process"] = load_model(MODEL_DIR)
+    try:
+        out = pa.Table.from_batches(list(engine.score_partition(
+            iter(text.to_batches(max_chunksize=100)), "in-process", str(MODEL_DIR), None, schema)), schema)
+    finally:
+        del engine._MODELS["in-process"]
+    rejects = out.filter(pc.equal(out.column(engine.STATUS), "reject"))
+    assert list(zip(rejects.column(engine.ROW).to_pylist(), rejects.column("field").to_pylist())) == [
+        (8, "x12"), (151, "x5"), (151, "x20"), (390, "x91")]
+    scored = out.filter(pc.equal(out.column(engine.STATUS), "ok"))
+    expected = pq.read_table(local)
+    assert scored.column(engine.ROW).to_pylist() == expected.column("row").to_pylist()
+    np.testing.assert_allclose(scored.column("phat").to_numpy(), expected.column("phat").to_numpy(),
+                               rtol=0, atol=TOLERANCE)
