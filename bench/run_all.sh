@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every benchmark and print one combined table (about 5-6 minutes on 2 cores).
-#   bench/run_all.sh            in-process, HTTP, memory, then a profile of the hot path
+# Run every benchmark and print one combined table (about 10 minutes on 2 cores).
+#   bench/run_all.sh            in-process, HTTP, memory, batch files, then a profile of the hot path
 #   bench/run_all.sh --quick    short runs, to check that everything works (about 2 minutes)
 # Installs what it needs first: the Python packages in bench/requirements-bench.txt into .venv,
 # and wrk with apt-get when it is not on PATH.  Servers it starts listen on 127.0.0.1 only and
@@ -44,10 +44,14 @@ mkdir -p bench/results
 rm -f bench/results/*.json
 status=0
 start=$(date +%s)
-for script in inprocess.py http_bench.py memory.py; do
+# The batch benchmark adds Spark's local runs when PySpark and Java are there.
+spark=""
+if "$PY" -c "import pyspark" 2>/dev/null && command -v java >/dev/null 2>&1; then spark="--spark"; fi
+for script in inprocess.py http_bench.py memory.py batch_bench.py; do
+  extra=""; [ "$script" = batch_bench.py ] && extra="$spark"
   echo
-  echo "==> bench/$script $quick"
-  "$PY" "bench/$script" $quick &
+  echo "==> bench/$script $quick $extra"
+  "$PY" "bench/$script" $quick $extra &
   child=$!
   wait "$child" || { rc=$?; echo "!! bench/$script failed with exit code $rc"; status=1; }
   child=""

@@ -49,6 +49,17 @@ def table_rows() -> list[list[str]]:
     for r in (memory or {}).get("rows", []):
         out.append(["memory", r["case"], fmt(r.get("rows")), "-", "-", "-", "-", "-", "-", fmt(r["rss_mb"], ".0f"),
                     fmt(r.get("added_mb"), ".0f"), "-", r.get("target", ""), r.get("status", "")])
+    batch = load_results("batch")
+    for r in (batch or {}).get("rows", []):
+        ratio = with_cpu(r["vs_floor"], r.get("cpu_vs_floor"), ".2f") if "vs_floor" in r else "-"
+        if "vs_csv" in r:
+            ratio = f"{ratio}; x csv: {with_cpu(r['vs_csv'], r.get('cpu_vs_csv'), '.2f')}"
+        if "vs_one_core" in r:
+            ratio = f"x local[1]: {r['vs_one_core']:.2f}"
+        out.append(["batch", r["case"], fmt(r.get("rows")), fmt(r["median_s"] * 1000, "ms") if "median_s" in r else "-",
+                    "-", fmt(r["cpu_s"] * 1000, "ms") if "cpu_s" in r else "-",
+                    f"{fmt(r['rows_per_s'], 'int')} rows/s" if "rows_per_s" in r else "-", "-", ratio,
+                    fmt(r.get("peak_mb"), ".0f"), "-", "-", r.get("target", ""), r.get("status", "")])
     return out
 
 
