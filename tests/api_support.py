@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ad_purchase.serving.app import create_app
+from ad_purchase.training import synthetic
 from pandas_reference import PandasReference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,13 @@ def example_bytes(name: str) -> bytes:
 
 def example(name: str) -> Any:
     return json.loads(example_bytes(name))
+
+
+def customers(rows: int, seed: int):
+    """Synthetic records in the client's raw format (no target) with a `customer` id column first."""
+    frame = synthetic.generate(rows, seed=seed).drop(columns=["y"])
+    frame.insert(0, "customer", [f"c{i:05d}" for i in range(rows)])
+    return frame
 
 
 @functools.lru_cache(maxsize=None)

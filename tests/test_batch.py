@@ -26,7 +26,7 @@ from ad_purchase.serving.service import Service
 from ad_purchase.serving.settings import Settings
 from ad_purchase.training import synthetic
 
-from api_support import MODEL_DIR
+from api_support import MODEL_DIR, customers
 
 ROWS = 2_500
 TOLERANCE = 1e-12
@@ -44,9 +44,7 @@ def service():
 
 @pytest.fixture(scope="module")
 def frame():
-    frame = synthetic.generate(ROWS, seed=31).drop(columns=["y"])
-    frame.insert(0, "customer", [f"c{i:05d}" for i in range(ROWS)])
-    return frame
+    return customers(ROWS, seed=31)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ad_purchase.cli import score
-from ad_purchase.training import synthetic
 
-from api_support import MODEL_DIR
+from api_support import MODEL_DIR, customers
 
 pytestmark = pytest.mark.spark
 try:
@@ -50,9 +49,7 @@ def read_parts(folder) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def frame():
-    frame = synthetic.generate(ROWS, seed=5).drop(columns=["y"])
-    frame.insert(0, "customer", [f"c{i:04d}" for i in range(ROWS)])
-    return frame
+    return customers(ROWS, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +102,7 @@ def test_rejects_come_out_as_the_local_engines(capsys, sources, tmp_path, kind):
     key = lambda r: (r["customer"], r["field"])                          # noqa: E731
     assert sorted(got, key=key) == sorted(expected, key=key)
     assert [(r["customer"], r["field"]) for r in expected] == [
-        ("c0007", "x12"), ("c0150", "x5"), ("c0150", "x20"), ("c0389", "x91")]
+        ("c00007", "x12"), ("c00150", "x5"), ("c00150", "x20"), ("c00389", "x91")]
     scored = read_parts(spark_out).sort_by("customer")
     assert scored.num_rows == ROWS - 3
     local_scored = pq.read_table(local_out)
