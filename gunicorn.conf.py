@@ -56,6 +56,12 @@ def when_ready(server):
     logging.getLogger("api").info("ready: serving on port %s", os.environ.get("PORT", "1313"))
 
 
+def post_fork(server, worker):
+    """In the new worker: a stop signal that arrives before the worker sets up its own handling
+    lands in this process's copy of the master's signal queue; the worker looks there."""
+    worker.early_signals = server.SIG_QUEUE
+
+
 def child_exit(server, worker):
     """A worker's live gauges must not outlive it."""
     from ad_purchase.monitoring import mark_worker_dead

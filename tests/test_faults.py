@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -182,3 +183,29 @@ def test_sigterm_while_the_workers_boot_stops_the_server_at_once(tmp_path):
     print(f"\nSIGTERM as the workers boot: exit {code} after {seconds:.1f} s")
     assert code == 0
     assert seconds < GRACEFUL_TIMEOUT / 2, server.output()[-2000:]
+
+
+@pytest.mark.parametrize("queued, stops", [
+    ([signal.SIGCHLD, signal.SIGTERM], True),        # a stop right after the fork, before any handler
+    ([signal.SIGQUIT], True),
+    ([signal.SIGCHLD, signal.SIGHUP], False),        # the master's own business
+    ([], False),
+])
+def test_a_stop_sent_right_after_the_fork_is_not_lost(monkeypatch, queued, stops):
+    """Between fork and the worker's first line, a signal reaches the master's handler, which
+    only queues it (in the worker's copy of the queue): the worker must find it there."""
+    from gunicorn.workers.ggevent import GeventWorker
+
+    from ad_purchase.serving.worker import SlowClientWorker
+
+    seen = {}
+    monkeypatch.setattr(GeventWorker, "init_process", lambda self: seen.setdefault("alive", self.alive))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)     # this process keeps its handlers
+    worker = SlowClientWorker.__new__(SlowClientWorker)
+    worker.alive = True
+    worker.early_signals = queue.SimpleQueue()
+    for number in queued:
+        worker.early_signals.put_nowait(number)
+    worker.init_process()
+    assert seen["alive"] is not stops
+    assert worker.early_signals.empty()

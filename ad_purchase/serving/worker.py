@@ -10,6 +10,7 @@ after each request the worker lets its other connections run before reading the 
 """
 from __future__ import annotations
 
+import queue
 import signal
 
 import gevent
@@ -49,6 +50,18 @@ class _HeaderDeadline:
         return True                       # the worker sees no request and closes the connection
 
 
+def _asked_to_stop(queued) -> bool:
+    """Whether a queue of signal numbers (drained here) holds a request to stop."""
+    stops = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+    found = False
+    while queued is not None:
+        try:
+            found |= queued.get_nowait() in stops
+        except queue.Empty:
+            break
+    return found
+
+
 def _peer() -> str:
     peer = _connection.peer
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
@@ -58,11 +71,17 @@ class SlowClientWorker(GeventWorker):
     """gevent worker that logs connections closed for sending no complete request in time and
     lets its connections take turns."""
 
+    # Set by gunicorn.conf.py's post_fork hook: this process's copy of the master's signal queue.
+    early_signals = None
+
     def init_process(self):
         # Until gunicorn installs the worker's own handlers (after gevent has patched the standard
-        # library, which takes a moment), SIGTERM would reach the master's inherited handler and be
+        # library, which takes a moment), a stop would reach the master's inherited handler and be
         # lost, and the worker would only go when the master kills it after graceful_timeout.
+        # A stop that came even earlier, right after the fork, sits in the inherited queue.
         signal.signal(signal.SIGTERM, self._stop_before_serving)
+        if _asked_to_stop(self.early_signals):
+            self.alive = False
         super().init_process()
 
     def _stop_before_serving(self, signum, frame):
