@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections import Counter
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -117,14 +118,19 @@ def shift(records: list[dict]) -> list[dict]:
 
 
 def test_drift_keeps_a_uniform_sample_of_at_most_the_per_flush_cap(monkeypatch):
-    monitor = make_app(monkeypatch).extensions["service"].drift
+    monitor = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=3600).extensions["service"].drift
     monitor._random.seed(7)
     offered = 10 * drift_module.DRIFT_ROWS_PER_FLUSH
+    read = 0
     for start in range(0, offered, 150):                    # as requests of 150 rows would offer them
-        monitor._set_aside(list(range(start, min(start + 150, offered))))
-    kept = monitor._pending
+        rows, places, generation = monitor.reserve(min(150, offered - start))
+        read += len(rows)
+        monitor.offer(start + rows[:, None].astype(float), np.zeros((len(rows), 4)), places, generation)
+    kept = [int(values[0]) for values, _ in monitor._pending]
     assert len(kept) == drift_module.DRIFT_ROWS_PER_FLUSH == len(set(kept))
     assert monitor._offered == offered
+    # Only the rows the sample took were read: far fewer than were offered.
+    assert read < 0.4 * offered
     # Uniform over everything offered: each tenth of the stream holds about a tenth of the sample.
     tenths = Counter(row * 10 // offered for row in kept)
     assert sorted(tenths) == list(range(10))
@@ -266,3 +272,15 @@ def test_metrics_add_up_over_workers_and_the_access_log_is_json(tmp_path):
         assert entry["method"] == "POST" and isinstance(entry["latency_ms"], (int, float)) and entry["latency_ms"] > 0
     failed = lines["bad-json-1"]
     assert failed["status"] == 400 and failed["rows"] == 0
+
+
+def test_rows_reserved_before_a_flush_are_not_counted_after_it(monkeypatch):
+    monitor = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=3600).extensions["service"].drift
+    rows, places, generation = monitor.reserve(3)
+    assert rows.tolist() == [0, 1, 2]
+    monitor.flush()                                          # another request's flush came first
+    monitor.offer(np.ones((3, 96)), np.zeros((3, 4)), places, generation)
+    assert monitor._pending == []
+    rows, places, generation = monitor.reserve(2)
+    monitor.offer(np.ones((2, 96)), np.zeros((2, 4)), places, generation)
+    assert len(monitor._pending) == 2 and all(row is not None for row in monitor._pending)

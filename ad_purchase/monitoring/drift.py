@@ -61,12 +61,18 @@ class DriftProfile:
 
 class Drift:
     """A worker's drift counting: rows set aside per request, binned in bulk at each flush into
-    `counter` (a Prometheus counter labelled field and bin, shared by the workers)."""
+    `counter` (a Prometheus counter labelled field and bin, shared by the workers).
+
+    A request first `reserve`s: the sample decides which of its rows it keeps, and where, before
+    anyone reads their values, so rows the sample would drop cost nothing; `offer` then hands
+    over the values of the rows reserved."""
 
     def __init__(self, profile: DriftProfile, counter, flush_seconds: float = 5.0) -> None:
         self.profile, self.counter, self.flush_seconds = profile, counter, flush_seconds
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []   # (96 numeric values, 4 codes) per row
+        # (96 numeric values, 4 codes) per kept row; None where a reserved row is still to come
+        self._pending: list[tuple[np.ndarray, np.ndarray] | None] = []
         self._offered = 0                  # rows offered since the last flush
+        self._generation = 0               # flushes so far: a reservation is good until the next
         self._random = random.Random()
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
@@ -78,34 +84,45 @@ class Drift:
             return np.arange(rows)
         return np.linspace(0, rows - 1, DRIFT_SAMPLE_ROWS).astype(int)
 
-    def offer(self, numeric: np.ndarray, codes: np.ndarray) -> None:
-        """Set rows aside (a few microseconds); they are binned when the counts are flushed."""
-        with self._lock:
-            self._set_aside(list(zip(numeric, codes)))
-            due = time.monotonic() - self._last_flush >= self.flush_seconds
-        if due:
+    def reserve(self, rows: int) -> tuple[np.ndarray, list[int], int]:
+        """Of a request of `rows` rows: the rows the sample keeps, the place of each, and the
+        reservation's generation (for `offer`).  Flushes first when a flush is due."""
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
+        kept, places = [], []
+        with self._lock:
+            for row in self.sample_rows(rows).tolist():
+                place = self._place()
+                if place is not None:
+                    kept.append(row)
+                    places.append(place)
+            return np.array(kept, dtype=np.intp), places, self._generation
 
-    def _set_aside(self, rows: list) -> None:
-        """Keep rows for the next flush: all of them up to DRIFT_ROWS_PER_FLUSH, then each offered
-        row replaces a kept one with the probability that keeps the sample uniform."""
-        self._offered += len(rows)
-        room = DRIFT_ROWS_PER_FLUSH - len(self._pending)      # never negative
-        if len(rows) <= room:
-            self._pending.extend(rows)
-            return
-        self._pending.extend(rows[:room])
-        first = self._offered - len(rows) + room               # rows offered before the next one
-        for offered, row in enumerate(rows[room:], start=first + 1):
-            slot = self._random.randrange(offered)
-            if slot < DRIFT_ROWS_PER_FLUSH:
-                self._pending[slot] = row
+    def _place(self) -> int | None:
+        """Where the next offered row goes: every row up to DRIFT_ROWS_PER_FLUSH, then each one
+        replaces a kept row with the probability that keeps the sample uniform (None: dropped)."""
+        self._offered += 1
+        if len(self._pending) < DRIFT_ROWS_PER_FLUSH:
+            self._pending.append(None)
+            return len(self._pending) - 1
+        place = self._random.randrange(self._offered)
+        return place if place < DRIFT_ROWS_PER_FLUSH else None
+
+    def offer(self, numeric: np.ndarray, codes: np.ndarray, places: list[int], generation: int) -> None:
+        """The values of the rows `reserve` kept (a few microseconds); binned at the next flush.
+        Rows reserved before a flush that came in between are dropped."""
+        with self._lock:
+            if generation == self._generation:
+                for place, values, levels in zip(places, numeric, codes):
+                    self._pending[place] = (values, levels)
 
     def flush(self) -> None:
         """Bin the rows set aside since the last flush and add the counts to the shared counter."""
         with self._lock:
             pending, self._pending, self._offered = self._pending, [], 0
+            self._generation += 1
             self._last_flush = time.monotonic()
+        pending = [row for row in pending if row is not None]
         if not pending:
             return
         numeric = np.array([row for row, _ in pending])

@@ -98,7 +98,9 @@ def predict() -> Response:
     g.rows = columns.rows
     svc.metrics.observe_scores(scores.phat, scores.outcome)
     if svc.drift is not None:
-        svc.drift.offer(*columns.sample(svc.drift.sample_rows(columns.rows)))
+        kept, places, generation = svc.drift.reserve(columns.rows)
+        if kept.size:                       # rows the drift sample drops are never read again
+            svc.drift.offer(*columns.sample(kept), places, generation)
     if (request.headers.get("Accept", "") not in JSON_ONLY_ACCEPTS
             and request.accept_mimetypes.best_match(INPUT_TYPES) == "text/csv"):
         return Response(encode_csv(scores), mimetype="text/csv")
