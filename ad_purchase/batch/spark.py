@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import HOME
-from ..codecs.arrow_codec import ArrowDecoder, encode
+from ..codecs.arrow_codec import REJECT_SCHEMA_FIELDS, ArrowDecoder, encode, encode_rejects
 from ..model import artifacts, load_model
 from ..schema import FIELDS, InputError, answer_fields
 from .files import check_columns
@@ -38,7 +38,6 @@ from .local import ROW_ID_COLUMN, Stopped, describe
 
 STATUS = "_status"                          # "ok" for a scored row, "reject" for a problem
 ROW = "_row"                                # the 1-based data-row number the job gives each record
-REJECT_FIELDS = ("field", "value", "message")
 _MODELS: dict[str, object] = {}             # per executor process: the model, loaded once
 
 
@@ -62,27 +61,28 @@ def score_partition(batches: Iterator[pa.RecordBatch], model_name: str, model_pa
     for batch in batches:
         rows = np.asarray(batch.column(ROW).to_numpy(zero_copy_only=False), dtype=np.int64)
         decoded = decoder.decode(batch, rows)
-        kept = rows if decoded.kept is None else rows[decoded.kept]
         if decoded.columns.rows:
-            scored = encode(model.score(decoded.columns), pa.array(kept), ROW).to_pydict()
+            kept = None if decoded.kept is None else pa.array(decoded.kept)
+            scored = encode(model.score(decoded.columns), pa.array(rows if kept is None else rows[decoded.kept]), ROW)
+            columns = dict(zip(scored.schema.names, scored.columns))
             if id_column:
                 ids = batch.column(id_column)
-                scored[id_column] = (ids if decoded.kept is None else ids.filter(pa.array(decoded.kept))).to_pylist()
-            scored.update({STATUS: ["ok"] * decoded.columns.rows,
-                           **{name: [None] * decoded.columns.rows for name in REJECT_FIELDS}})
-            yield pa.RecordBatch.from_pydict(scored, schema=schema)
+                columns[id_column] = ids if kept is None else ids.filter(kept)
+            yield _in_schema(columns, scored.num_rows, "ok", schema)
         if decoded.problems:
-            count = len(decoded.problems)
-            rejected = {name: [None] * count for name in schema.names}
-            rejected[ROW] = [p["row"] for p in decoded.problems]
+            rejected = encode_rejects(decoded.problems, {}, ROW)
+            columns = dict(zip(rejected.schema.names, rejected.columns))
             if id_column:
                 id_of = dict(zip(rows.tolist(), batch.column(id_column).to_pylist()))
-                rejected[id_column] = [id_of[p["row"]] for p in decoded.problems]
-            rejected[STATUS] = ["reject"] * count
-            rejected["field"] = [p["field"] for p in decoded.problems]
-            rejected["value"] = ["" if p.get("value") is None else str(p["value"]) for p in decoded.problems]
-            rejected["message"] = [p["message"] for p in decoded.problems]
-            yield pa.RecordBatch.from_pydict(rejected, schema=schema)
+                columns[id_column] = pa.array([id_of[p["row"]] for p in decoded.problems])
+            yield _in_schema(columns, rejected.num_rows, "reject", schema)
+
+
+def _in_schema(columns: dict[str, pa.Array], count: int, status: str, schema: pa.Schema) -> pa.RecordBatch:
+    """`columns` and the status as a batch of the job's rows; the columns not given are null."""
+    columns[STATUS] = pa.array([status] * count, type=pa.string())
+    return pa.RecordBatch.from_arrays(
+        [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(count, f.type) for f in schema], schema=schema)
 
 
 # ---------------------------------------------------------------------------- on the driver
@@ -164,7 +164,7 @@ def _output_schema(model, frame, id_column: str | None) -> pa.Schema:
     fields.append(pa.field(STATUS, pa.string()))
     fields += [pa.field(name, pa.int64() if name == "business_outcome" else pa.float64())
                for name in answer_fields(model.plan.names)]
-    fields += [pa.field(name, pa.string()) for name in REJECT_FIELDS]
+    fields += [pa.field(name, pa.string()) for name in REJECT_SCHEMA_FIELDS]
     return pa.schema(fields)
 
 
@@ -229,8 +229,7 @@ def run(args) -> int:
             _write(scored, args.output)
             set_aside = 0
             if args.rejects:
-                identity = [F.col(ROW).alias(ROW_ID_COLUMN)] if not args.id_column else [F.col(args.id_column)]
-                _write(rejected.select(*identity, *REJECT_FIELDS), args.rejects)
+                _write(rejected.select(*identity, *REJECT_SCHEMA_FIELDS), args.rejects)
                 set_aside = rejected.select(ROW).distinct().count()
             rows = result.filter(F.col(STATUS) == "ok").count()
             result.unpersist()

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from ..model import Scores
 from ..schema import (CATEGORICAL_FIELDS, CURRENCY_FIELD, FIELDS, FORMATTED_FIELDS, MAX_MAGNITUDE, MISSING_CODE,
-                      PERCENT_FIELD, PLAIN_FIELDS, SPACE, SPACE_CHARS, Columns, FieldError, answer_fields, currency_pattern,
+                      PERCENT_FIELD, SPACE, SPACE_CHARS, Columns, FieldError, answer_fields, currency_pattern,
                       field_error, level_code, missing_spellings, numeric_input_order, numeric_parser,
                       percent_pattern, split_dummy)
 

@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 
 from ..model import Scores
-from ..schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, COMMON_CODES, FIELDS, FORMATTED_FIELDS, LEVEL_CODES,
+from ..schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, COMMON_CODES, FIELDS, FORMATTED_FIELDS,
                       MAX_MAGNITUDE, MAX_REPORTED_ERRORS, NUMERIC_FIELDS, PLAIN_FIELDS, ABSENT, Columns, FieldError,
                       InputError, Problem, answer_fields, field_error, level_code, numeric_input_order, numeric_parser,
                       parse_column, split_dummy)
