@@ -12,10 +12,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ad_purchase.serving.app import create_app
 from ad_purchase.monitoring import drift as drift_module
+from ad_purchase.monitoring.metrics import Metrics
 from ad_purchase.training import synthetic
 from ad_purchase.schema import FIELDS, Profile
 
@@ -90,6 +92,21 @@ def test_metrics_count_requests_rows_failures_and_outcomes(monkeypatch):
     assert all(v >= 0 and math.isfinite(v) for v in psi.values())
 
 
+def test_one_row_at_a_time_counts_as_the_same_rows_in_one_batch():
+    phat = np.array([0.0, 0.049, 0.05, 0.5, 0.74, 0.9999, 1.0])
+    outcome = (phat >= 0.5).astype(int)
+    one_by_one, together = Metrics("m", "v"), Metrics("m", "v")
+    for i in range(len(phat)):
+        one_by_one.observe_scores(phat[i:i + 1], outcome[i:i + 1])
+    together.observe_scores(phat, outcome)
+    counted = [{key: v for key, v in samples(generate_latest(m.registry).decode()).items()
+                if key[0].endswith("_total")} for m in (one_by_one, together)]
+    assert counted[0] == counted[1]
+    assert value(counted[0], "predict_phat_bin_total", le="0.05") == 2           # 0.0 and 0.049
+    assert value(counted[0], "predict_phat_bin_total", le="1.00") == 2           # 0.9999 and 1.0
+    assert value(counted[0], "predict_business_outcome_total", outcome=1) == 4
+
+
 # ------------------------------------------------------------------ drift
 
 DRIFT_ROWS = 1000
@@ -118,6 +135,7 @@ def shift(records: list[dict]) -> list[dict]:
 
 
 def test_drift_keeps_a_uniform_sample_of_at_most_the_per_flush_cap(monkeypatch):
+    monkeypatch.setattr(drift_module, "DRIFT_ROWS_PER_FLUSH", 2_000)     # enough rows to judge uniformity
     monitor = make_app(monkeypatch, DRIFT_FLUSH_SECONDS=3600).extensions["service"].drift
     monitor._random.seed(7)
     offered = 10 * drift_module.DRIFT_ROWS_PER_FLUSH
