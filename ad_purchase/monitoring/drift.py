@@ -24,7 +24,8 @@ DRIFT_SAMPLE_ROWS = 200       # rows of a request counted (evenly spaced): big b
 # Rows a worker bins per flush at most; beyond it, a uniform sample of the rows offered since the
 # last flush (reservoir sampling), so a flush costs the same at any request rate.  A reservoir of
 # k rows reads about k * (1 + ln(offered / k)) of them, so a small k keeps busy workers from
-# reading most rows twice; 200 per 5 s per worker is still thousands of rows a minute for PSI.
+# reading most rows twice; 200 per flush (DRIFT_FLUSH_SECONDS, 5 by default) per worker is still
+# thousands of rows a minute for PSI.
 DRIFT_ROWS_PER_FLUSH = 200
 _EPSILON = 1e-4               # share floor, so an empty bin does not make the index infinite
 
