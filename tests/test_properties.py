@@ -35,7 +35,8 @@ SETTINGS = settings(max_examples=200, deadline=None, database=None,
 APP = create_app({"MODEL_DIR": str(MODEL_DIR)})
 CLIENT = APP.test_client()
 MAX_ROWS = APP.extensions["service"].settings.MAX_BATCH_ROWS
-DECODER = JsonDecoder(load_model(MODEL_DIR).numeric_inputs, MAX_ROWS)
+MODEL = load_model(MODEL_DIR)
+DECODER = JsonDecoder(MODEL.numeric_inputs, MAX_ROWS)
 SINGLE = example("single")
 
 # ------------------------------------------------------------------ strategies
@@ -370,3 +371,16 @@ def test_a_clean_synthetic_batch_takes_the_fast_path():
     batch = DECODER.decode(body)
     assert batch.numeric_fields != NUMERIC_FIELDS and batch.rows == 50
     assert_same_columns(batch, DECODER._decode_careful(body))
+
+
+@SETTINGS
+@given(records=st.lists(valid_record(), min_size=2, max_size=5))
+def test_a_row_scores_the_same_bits_alone_as_inside_a_batch(records):
+    """One row takes its own scoring path; it must give exactly the batch path's inputs and phat."""
+    batch = MODEL.score(DECODER.decode(encode(records, single=False)))
+    for row, record in enumerate(records):
+        alone = MODEL.score(DECODER.decode(encode([record], single=True)))
+        assert alone.inputs.dtype == batch.inputs.dtype and alone.phat.dtype == batch.phat.dtype
+        assert alone.inputs.tobytes() == batch.inputs[row:row + 1].tobytes(), row
+        assert alone.phat.tobytes() == batch.phat[row:row + 1].tobytes(), row
+        assert alone.outcome.tolist() == batch.outcome[row:row + 1].tolist(), row
