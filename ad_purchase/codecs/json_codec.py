@@ -42,6 +42,12 @@ class _FloatReader:
         # attrgetter gives a tuple for several fields, the bare value for one.
         self._getter = operator.attrgetter(*fields) if fields else None
 
+    def row(self, record: Any) -> list:
+        """One record's values as a list (None for null)."""
+        if self.width < 2:
+            return [self._getter(record)] if self.width else []
+        return list(self._getter(record))
+
     def read(self, records: Sequence) -> np.ndarray:
         if not self.width:
             return np.empty((len(records), 0))
@@ -74,6 +80,8 @@ class JsonDecoder:
         self._formatted_inputs = [f for f in FORMATTED_FIELDS if f in self.numeric_fields]
         self._plain_inputs = _FloatReader(self.numeric_fields[:len(self.numeric_fields) - len(self._formatted_inputs)])
         self._text_getters = {f: operator.attrgetter(f) for f in _TEXT_FIELDS}
+        self._formatted_getters = [(f, self._text_getters[f]) for f in FORMATTED_FIELDS]
+        self._categoricals = operator.attrgetter(*CATEGORICAL_FIELDS)
         self._plain_fields = _FloatReader(PLAIN_FIELDS)
         self._plain_columns = [_NUMERIC_COLUMN[f] for f in PLAIN_FIELDS]
 
@@ -95,8 +103,9 @@ class JsonDecoder:
         if b"\\" in body or not body.isascii() or _may_spell_infinity(body):
             raise _UseCarefulPath
         decoded = self._fast.decode(body)
-        single = not isinstance(decoded, list)
-        records = [decoded] if single else decoded
+        if not isinstance(decoded, list):
+            return self._decode_one(decoded)
+        records = decoded
         if not records:
             raise _UseCarefulPath
         self._check_count(len(records))
@@ -108,8 +117,22 @@ class JsonDecoder:
             numeric = np.concatenate((numeric, *(values[f][:, None] for f in self._formatted_inputs)), axis=1)
         if np.count_nonzero(np.abs(numeric) > MAX_MAGNITUDE):    # ndarray.any() adds a Python-level call
             raise _UseCarefulPath
-        return Columns(len(records), single, self.numeric_fields, numeric, self._codes(values),
+        return Columns(len(records), False, self.numeric_fields, numeric, self._codes(values),
                        read_all_numeric=lambda rows: self._all_numeric([records[i] for i in rows]))
+
+    def _decode_one(self, record: Any) -> Columns:
+        """The fast path for a one-record body, the most common request: the same parsers and
+        checks on Python values, since numpy's per-call cost exceeds the work on one row."""
+        formatted = {field: numeric_parser(field)(getter(record)) for field, getter in self._formatted_getters}
+        row = self._plain_inputs.row(record) + [formatted[field] for field in self._formatted_inputs]
+        if any(value is not None and abs(value) > MAX_MAGNITUDE for value in row):
+            raise _UseCarefulPath
+        levels = self._categoricals(record)
+        codes = [COMMON_CODES[field].get(value) for field, value in zip(CATEGORICAL_FIELDS, levels)]
+        if None in codes:                                       # other spellings, or unknown levels
+            codes = [level_code(field, value) for field, value in zip(CATEGORICAL_FIELDS, levels)]
+        return Columns(1, True, self.numeric_fields, np.array([row], dtype=float), np.array([codes], dtype=np.int8),
+                       read_all_numeric=lambda rows: self._all_numeric([record] * len(rows)))
 
     def _text_values(self, records: list) -> dict[str, list]:
         return {f: list(map(getter, records)) for f, getter in self._text_getters.items()}
