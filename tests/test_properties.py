@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import msgspec
 
-from ad_purchase.codecs import JsonDecoder, json_codec
+from ad_purchase.codecs import JsonDecoder, JsonEncoder, json_codec
 from ad_purchase.model import load_model
 from ad_purchase.schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, MAX_MAGNITUDE,
                                 NUMERIC_FIELDS, PERCENT_FIELD, Columns, FieldError, is_missing, numeric_parser,
@@ -37,6 +37,7 @@ CLIENT = APP.test_client()
 MAX_ROWS = APP.extensions["service"].settings.MAX_BATCH_ROWS
 MODEL = load_model(MODEL_DIR)
 DECODER = JsonDecoder(MODEL.numeric_inputs, MAX_ROWS)
+ENCODER = JsonEncoder(MODEL.plan.names)
 SINGLE = example("single")
 
 # ------------------------------------------------------------------ strategies
@@ -376,10 +377,13 @@ def test_a_clean_synthetic_batch_takes_the_fast_path():
 @SETTINGS
 @given(records=st.lists(valid_record(), min_size=2, max_size=5))
 def test_a_row_scores_the_same_bits_alone_as_inside_a_batch(records):
-    """One row takes its own scoring path; it must give exactly the batch path's inputs and phat."""
+    """One row takes its own scoring and encoding paths; they must give exactly the batch paths'
+    inputs, phat and answer bytes."""
     batch = MODEL.score(DECODER.decode(encode(records, single=False)))
+    answers = ENCODER.records(batch)
     for row, record in enumerate(records):
         alone = MODEL.score(DECODER.decode(encode([record], single=True)))
+        assert ENCODER.encode(alone, single=True) == msgspec.json.encode(answers[row]), row
         assert alone.inputs.dtype == batch.inputs.dtype and alone.phat.dtype == batch.phat.dtype
         assert alone.inputs.tobytes() == batch.inputs[row:row + 1].tobytes(), row
         assert alone.phat.tobytes() == batch.phat[row:row + 1].tobytes(), row

@@ -297,6 +297,9 @@ class JsonEncoder:
         """One result per row; `contributions` (rows x inputs, as scores.names) adds explanations."""
         if scores.names != self.input_names:
             raise ValueError("scores of another model")
+        if len(scores.phat) == 1 and contributions is None:     # one row: no numpy calls per column
+            row = scores.inputs[0].tolist()
+            return [self._result(int(scores.outcome[0]), float(scores.phat[0]), *map(row.__getitem__, self._order))]
         columns = self._input_columns(scores.inputs)
         values = [scores.phat.tolist()] + [columns[i] for i in self._order]
         outcome = scores.outcome.tolist()
