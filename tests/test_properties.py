@@ -21,8 +21,8 @@ import msgspec
 from ad_purchase.codecs import JsonDecoder, JsonEncoder, json_codec
 from ad_purchase.model import load_model
 from ad_purchase.schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, MAX_MAGNITUDE,
-                                NUMERIC_FIELDS, PERCENT_FIELD, Columns, FieldError, is_missing, numeric_parser,
-                                parse_currency, parse_level, parse_number, parse_percent)
+                                NUMERIC_FIELDS, PERCENT_FIELD, Columns, FieldError, InputError, Problem, is_missing,
+                                numeric_parser, parse_currency, parse_level, parse_number, parse_percent)
 from ad_purchase.serving.app import create_app
 
 from api_support import MODEL_DIR, assert_result_shape, assert_safe_body, example
@@ -388,3 +388,12 @@ def test_a_row_scores_the_same_bits_alone_as_inside_a_batch(records):
         assert alone.inputs.tobytes() == batch.inputs[row:row + 1].tobytes(), row
         assert alone.phat.tobytes() == batch.phat[row:row + 1].tobytes(), row
         assert alone.outcome.tolist() == batch.outcome[row:row + 1].tolist(), row
+
+
+def test_the_row_limit_holds_for_a_single_record_too():
+    """A one-record body has its own decoding path; the batch limit applies to it all the same."""
+    decoder = JsonDecoder(MODEL.numeric_inputs, max_rows=0)
+    for single in (True, False):
+        with pytest.raises(InputError) as caught:
+            decoder.decode(encode([SINGLE], single))
+        assert caught.value.kind is Problem.TOO_MANY_ROWS

@@ -124,6 +124,7 @@ class JsonDecoder:
     def _decode_one(self, record: Any) -> Columns:
         """The fast path for a one-record body, the most common request: the same parsers and
         checks on Python values, since numpy's per-call cost exceeds the work on one row."""
+        self._check_count(1)
         formatted = {field: numeric_parser(field)(getter(record)) for field, getter in self._formatted_getters}
         row = self._plain_inputs.row(record) + [formatted[field] for field in self._formatted_inputs]
         if any(value is not None and abs(value) > MAX_MAGNITUDE for value in row):
