@@ -172,6 +172,7 @@ def test_typed_reading_falls_back_to_text_for_the_values_it_cannot_vouch_for(mod
 
 def test_a_quoted_line_break_in_a_value_is_one_record(model, frame, tmp_path, monkeypatch):
     monkeypatch.setattr(files, "CSV_BLOCK_BYTES", 16 * 1024)
+    monkeypatch.setattr(files, "PARSE_BLOCK_BYTES", 4 * 1024)      # a piece parsed in blocks
     quoted = frame.head(200).copy()
     quoted["customer"] = [f"c{i}\nsecond line, \"quoted\"" if i % 7 == 0 else f"c{i}" for i in range(200)]
     source = tmp_path / "quoted.csv"
@@ -183,8 +184,10 @@ def test_a_quoted_line_break_in_a_value_is_one_record(model, frame, tmp_path, mo
 
 def test_records_longer_than_a_piece_and_many_pieces_come_through_whole(model, frame, tmp_path, monkeypatch):
     """Pieces of 16 KB (the file is read in many, its buffers reused in turn) and two records of
-    about 100 KB each, one of them quoted with line breaks inside."""
+    about 100 KB each, one of them quoted with line breaks inside.  Parse blocks of 4 KB: such a
+    record straddles blocks, and its piece is parsed again as one block."""
     monkeypatch.setattr(files, "CSV_BLOCK_BYTES", 16 * 1024)
+    monkeypatch.setattr(files, "PARSE_BLOCK_BYTES", 4 * 1024)
     rows = frame.head(300).copy()
     rows.loc[40, "customer"] = "long " * 20_000
     rows.loc[250, "customer"] = "quoted,\n" * 12_000
@@ -193,6 +196,27 @@ def test_records_longer_than_a_piece_and_many_pieces_come_through_whole(model, f
     out = tmp_path / "out.parquet"
     assert score_file(source, out, model, id_column="customer").rows_scored == 300
     assert pq.read_table(out).column("customer").to_pylist() == list(rows["customer"])
+
+
+@pytest.mark.parametrize("odd_value", [None, "inf"])
+def test_a_piece_parsed_in_blocks_is_the_batch_one_block_gives(model, sources, frame, tmp_path, monkeypatch, odd_value):
+    """Small parse blocks (each with its own categorical dictionaries) joined into one batch equal
+    the piece parsed whole, typed, or as text where a value sends the piece that way."""
+    source = sources["csv"]
+    if odd_value is not None:
+        odd = frame.copy()
+        odd.loc[1500, "x44"] = odd_value
+        source = tmp_path / "odd.csv"
+        odd.to_csv(source, index=False)
+    reader = files.Source(source, "customer", inputs=model.numeric_inputs)
+    piece = next(files._pieces(source, 1 << 30, 2))
+    monkeypatch.setattr(files, "PARSE_BLOCK_BYTES", 1 << 40)
+    whole, whole_typed, _ = reader._read_piece(piece)
+    monkeypatch.setattr(files, "PARSE_BLOCK_BYTES", 8 * 1024)
+    blocks, blocks_typed, _ = reader._read_piece(piece)
+    assert whole_typed == blocks_typed == (odd_value is None)
+    assert blocks.num_rows == whole.num_rows == len(frame)
+    assert blocks.equals(whole)
 
 
 def test_a_row_with_the_wrong_number_of_cells_is_named(model, frame, tmp_path):
