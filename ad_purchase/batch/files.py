@@ -133,8 +133,9 @@ class Source:
         text the schema must see, such as NaN, an infinity or beyond 1e300, makes it text).
         Parsed in small blocks first, and as one block when that fails: the reader refuses a
         record longer than a block."""
+        whole = piece.size + 1
         error = None
-        for block_size in sorted({min(PARSE_BLOCK_BYTES, piece.size + 1), piece.size + 1}):
+        for block_size in [PARSE_BLOCK_BYTES, whole] if whole > PARSE_BLOCK_BYTES else [whole]:
             for typed in (True, False):
                 try:
                     records = self._parse(piece, block_size, typed)
