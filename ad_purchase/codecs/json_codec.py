@@ -80,7 +80,7 @@ class JsonDecoder:
         self._formatted_inputs = [f for f in FORMATTED_FIELDS if f in self.numeric_fields]
         self._plain_inputs = _FloatReader(self.numeric_fields[:len(self.numeric_fields) - len(self._formatted_inputs)])
         self._text_getters = {f: operator.attrgetter(f) for f in _TEXT_FIELDS}
-        self._formatted_getters = [(f, self._text_getters[f]) for f in FORMATTED_FIELDS]
+        self._formatted_readers = [(f, self._text_getters[f], numeric_parser(f)) for f in FORMATTED_FIELDS]
         self._categoricals = operator.attrgetter(*CATEGORICAL_FIELDS)
         self._plain_fields = _FloatReader(PLAIN_FIELDS)
         # An index array: numpy would convert a list of 94 indices again at every assignment.
@@ -125,7 +125,7 @@ class JsonDecoder:
         """The fast path for a one-record body, the most common request: the same parsers and
         checks on Python values, since numpy's per-call cost exceeds the work on one row."""
         self._check_count(1)
-        formatted = {field: numeric_parser(field)(getter(record)) for field, getter in self._formatted_getters}
+        formatted = {field: parse(getter(record)) for field, getter, parse in self._formatted_readers}
         row = self._plain_inputs.row(record) + [formatted[field] for field in self._formatted_inputs]
         if any(value is not None and abs(value) > MAX_MAGNITUDE for value in row):
             raise _UseCarefulPath

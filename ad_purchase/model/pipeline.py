@@ -105,6 +105,7 @@ class Model:
         return np.concatenate((scaled, indicators), axis=1)
 
     def score(self, columns: Columns) -> Scores:
+        # One row in the model's own column order; columns holding every field take the batch code.
         if columns.rows == 1 and columns.numeric_fields == self.plan.numeric_fields:
             return self._score_one(columns)
         inputs = self.inputs(columns)
