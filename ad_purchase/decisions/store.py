@@ -101,7 +101,10 @@ def make_engine(url: str, writer: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError:                   # connecting fails then, and says why
+                pass
         engine = create_engine(url, poolclass=NullPool,
                                connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000})
         _sqlite_setup(engine, immediate=writer)

@@ -1,0 +1,338 @@
+"""Outcomes reported back by the client: read, checked, and attached to the decisions they belong to.
+
+An outcome names its decision one of two ways:
+
+    {"customer_id": "c-17", "outcome": 1}                 the client's record id (key: ID_FIELD)
+    {"request_id": "3f2a...", "row": 0, "outcome": 0}     the request and row, for records sent without an id
+
+with an optional `observed_at` (ISO 8601; a time without a zone is UTC).
+
+Which decision an id's outcome belongs to, when the id was scored more than once: the latest
+decision for that id made at or before `observed_at` (when the outcome was received, without one);
+ties in time go to the later-recorded decision.  An id with no decision at or before that time is
+unmatched.  request_id + row names one decision (a request id a client reused: its latest).
+
+Applying a set of outcomes:
+    - a decision without an outcome gets it (`recorded`);
+    - the same value again changes nothing (`unchanged`): sending a file twice counts once;
+    - a different value replaces the current one (`corrected`); every value a decision's outcome
+      has taken stays in outcome_history with the time it was received.
+Rows of one submission are applied in their order, so a later row corrects an earlier one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import msgspec
+from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, SmallInteger, Table, Text, bindparam, case, select,
+                        update)
+from sqlalchemy.engine import Connection
+
+from .store import decisions, outcome_history, outcomes, utcnow
+
+MAX_ID_CHARS = 200
+MAX_LISTED = 1000              # unmatched ids named in an answer; `unmatched_total` counts them all
+MAX_ERRORS = 100
+
+
+class OutcomeError(Exception):
+    """A submission that cannot be applied: `status` 400 (its form) or 422 (its values), and the
+    problems, each with its row and field."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict] | None = None, total: int = 0) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.errors = status, detail, errors or []
+        self.total_errors = total or len(self.errors)
+
+
+@dataclass
+class Outcomes:
+    """Checked outcomes, one entry per row of the submission (columns, for bulk files)."""
+
+    record_id: list = field(default_factory=list)        # str, or None when named by request + row
+    request_id: list = field(default_factory=list)
+    row: list = field(default_factory=list)
+    outcome: list = field(default_factory=list)          # 0 or 1
+    observed_at: list = field(default_factory=list)      # naive UTC datetime, or None
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+    def key(self, position: int, id_field: str) -> dict:
+        if self.record_id[position] is not None:
+            return {id_field: self.record_id[position]}
+        return {"request_id": self.request_id[position], "row": self.row[position]}
+
+
+# ---------------------------------------------------------------------------- reading and checking
+
+def _id_value(value: Any) -> str | None | str:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _when(value: Any) -> datetime:
+    """An ISO 8601 date or time as naive UTC; ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError
+    parsed = datetime.fromisoformat(value.strip())
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _outcome(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return int(value.strip())
+    raise ValueError
+
+
+class _Checker:
+    def __init__(self, id_field: str, first_row: int) -> None:
+        self.id_field, self.first_row = id_field, first_row
+        self.errors: list[dict] = []
+        self.total = 0
+        self.result = Outcomes()
+
+    def error(self, row: int, name: str, message: str, value: Any = ...) -> None:
+        self.total += 1
+        if len(self.errors) < MAX_ERRORS:
+            entry: dict[str, Any] = {"row": row + self.first_row, "field": name}
+            if value is not ...:
+                entry["value"] = value[:200] if isinstance(value, str) else value
+            entry["message"] = message
+            self.errors.append(entry)
+
+    def add(self, row: int, record: dict) -> None:
+        name = self.id_field
+        record_id = request_id = position = None
+        if record.get(name) not in (None, ""):
+            record_id = _id_value(record[name])
+            if record_id is None or len(record_id) > MAX_ID_CHARS:
+                self.error(row, name, f"expected a non-empty string or whole number of at most {MAX_ID_CHARS} "
+                           "characters", record[name])
+        elif record.get("request_id") not in (None, ""):
+            request_id = record["request_id"]
+            if not isinstance(request_id, str) or len(request_id) > 128:
+                self.error(row, "request_id", "expected the X-Request-ID of the scoring request", request_id)
+            raw_row = record.get("row")
+            try:
+                if isinstance(raw_row, bool) or raw_row is None:
+                    raise ValueError
+                position = int(raw_row)
+                if position < 0 or (isinstance(raw_row, float) and not raw_row.is_integer()):
+                    raise ValueError
+            except (TypeError, ValueError):
+                self.error(row, "row", "expected the 0-based row of the record in its scoring request",
+                           raw_row if raw_row is not None else ...)
+        else:
+            self.error(row, name, f"missing: give {name}, or request_id and row")
+        if "outcome" not in record or record["outcome"] in (None, ""):
+            self.error(row, "outcome", "missing: expected 0 or 1")
+            value = None
+        else:
+            try:
+                value = _outcome(record["outcome"])
+            except ValueError:
+                self.error(row, "outcome", "expected 0 or 1", record["outcome"])
+                value = None
+        observed = None
+        if record.get("observed_at") not in (None, ""):
+            try:
+                observed = _when(record["observed_at"])
+            except (ValueError, TypeError):
+                self.error(row, "observed_at", "expected an ISO 8601 date or time such as 2026-11-30T14:05:00Z",
+                           record["observed_at"])
+        result = self.result
+        result.record_id.append(record_id)
+        result.request_id.append(request_id)
+        result.row.append(position)
+        result.outcome.append(value)
+        result.observed_at.append(observed)
+
+    def done(self) -> Outcomes:
+        if self.total:
+            rows = sorted({error["row"] for error in self.errors})
+            shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 or self.total > len(self.errors) else "")
+            raise OutcomeError(422, f"{self.total} invalid value(s) in row(s) {shown}; nothing was stored.",
+                               self.errors, self.total)
+        return self.result
+
+
+def parse_json(body: bytes, id_field: str, max_rows: int) -> Outcomes:
+    try:
+        records = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise OutcomeError(400, f"The body is not valid JSON: {exc}") from None
+    if isinstance(records, dict):
+        records = [records]
+    if not isinstance(records, list) or not records:
+        raise OutcomeError(400, "Send a JSON array of outcome objects (or one object), or a CSV.")
+    if len(records) > max_rows:
+        raise OutcomeError(413, f"{len(records):,} outcomes in one request; at most {max_rows:,}.")
+    checker = _Checker(id_field, 0)
+    for row, record in enumerate(records):
+        if not isinstance(record, dict):
+            checker.error(row, "", "expected an object with an id and an outcome", msgspec.json.encode(record)[:200].decode())
+            continue
+        checker.add(row, record)
+    return checker.done()
+
+
+def parse_csv(body: bytes, id_field: str, max_rows: int) -> Outcomes:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise OutcomeError(400, "The CSV is not UTF-8 text.") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    if "outcome" not in header or (id_field not in header and not {"request_id", "row"} <= set(header)):
+        raise OutcomeError(400, f"The CSV header must name outcome and {id_field} (or request_id and row); "
+                           f"it names {', '.join(header[:20]) or 'nothing'}.")
+    checker = _Checker(id_field, 1)
+    count = 0
+    try:
+        for row, record in enumerate(reader):
+            count += 1
+            if count > max_rows:
+                raise OutcomeError(413, f"More than {max_rows:,} outcomes in one request.")
+            checker.add(row, record)
+    except csv.Error as exc:
+        raise OutcomeError(400, f"Malformed CSV: {exc}") from None
+    if not count:
+        raise OutcomeError(400, "The CSV has a header and no outcomes.")
+    return checker.done()
+
+
+def from_columns(columns: dict[str, list], id_field: str) -> Outcomes:
+    """Bulk files: the same checks, column by column (a file is read with pyarrow)."""
+    rows = len(columns["outcome"])
+    checker = _Checker(id_field, 1)
+    names = [name for name in (id_field, "request_id", "row", "outcome", "observed_at") if name in columns]
+    for position in range(rows):
+        checker.add(position, {name: columns[name][position] for name in names})
+    return checker.done()
+
+
+# ---------------------------------------------------------------------------- attaching
+
+_incoming = Table(
+    "incoming_outcomes", MetaData(),
+    Column("pos", Integer, primary_key=True),
+    Column("record_id", Text),
+    Column("request_id", Text),
+    Column("row", Integer),
+    Column("at", DateTime()),
+    Column("decision_id", BigInteger),
+    prefixes=["TEMPORARY"],
+)
+
+
+@dataclass
+class Applied:
+    received: int = 0
+    matched: int = 0
+    recorded: int = 0
+    corrected: int = 0
+    unchanged: int = 0
+    unmatched: list[int] = field(default_factory=list)     # positions in the submission
+
+    def answer(self, items: Outcomes, id_field: str) -> dict:
+        return {"received": self.received, "matched": self.matched, "recorded": self.recorded,
+                "corrected": self.corrected, "unchanged": self.unchanged,
+                "unmatched": [items.key(position, id_field) for position in self.unmatched[:MAX_LISTED]],
+                "unmatched_total": len(self.unmatched)}
+
+
+def apply(connection: Connection, items: Outcomes, start: int = 0, stop: int | None = None,
+          now: datetime | None = None) -> Applied:
+    """Attach items[start:stop] to their decisions in the open transaction of `connection`."""
+    now = now or utcnow()
+    stop = len(items) if stop is None else stop
+    result = Applied(received=stop - start)
+    _incoming.create(connection)
+    try:
+        connection.execute(_incoming.insert(), [
+            {"pos": p, "record_id": items.record_id[p], "request_id": items.request_id[p], "row": items.row[p],
+             "at": items.observed_at[p] or now} for p in range(start, stop)])
+        d = decisions
+        by_id = (select(d.c.id).where(d.c.record_id == _incoming.c.record_id, d.c.decided_at <= _incoming.c.at)
+                 .order_by(d.c.decided_at.desc(), d.c.id.desc()).limit(1).scalar_subquery())
+        by_request = (select(d.c.id).where(d.c.request_id == _incoming.c.request_id, d.c.row == _incoming.c.row)
+                      .order_by(d.c.id.desc()).limit(1).scalar_subquery())
+        connection.execute(update(_incoming).values(
+            decision_id=case((_incoming.c.record_id.is_not(None), by_id), else_=by_request)))
+        found = connection.execute(
+            select(_incoming.c.pos, _incoming.c.decision_id, outcomes.c.outcome, outcomes.c.corrections)
+            .select_from(_incoming.outerjoin(outcomes, outcomes.c.decision_id == _incoming.c.decision_id))
+            .order_by(_incoming.c.pos)).all()
+    finally:
+        _incoming.drop(connection)
+    current: dict[int, list] = {}            # decision -> [outcome, observed_at, corrections, existed]
+    history = []
+    for position, decision, stored, corrections in found:
+        if decision is None:
+            result.unmatched.append(position)
+            continue
+        result.matched += 1
+        value, observed = items.outcome[position], items.observed_at[position]
+        state = current.get(decision)
+        if state is None:
+            state = current[decision] = [stored, None, corrections or 0, stored is not None, False]
+        if state[0] == value:
+            result.unchanged += 1
+            continue
+        if state[0] is None:
+            result.recorded += 1
+        else:
+            result.corrected += 1
+            state[2] += 1
+        history.append({"decision_id": decision, "outcome": value, "replaces": state[0], "observed_at": observed,
+                        "received_at": now})
+        state[0], state[1], state[4] = value, observed, True
+    fresh = [{"decision_id": k, "outcome": s[0], "observed_at": s[1], "received_at": now, "corrections": s[2]}
+             for k, s in current.items() if s[4] and not s[3]]
+    changed = [{"key": k, "outcome": s[0], "observed_at": s[1], "received_at": now, "corrections": s[2]}
+               for k, s in current.items() if s[4] and s[3]]
+    if fresh:
+        connection.execute(outcomes.insert(), fresh)
+    if changed:
+        connection.execute(update(outcomes).where(outcomes.c.decision_id == bindparam("key"))
+                           .values(outcome=bindparam("outcome"), observed_at=bindparam("observed_at"),
+                                   received_at=bindparam("received_at"), corrections=bindparam("corrections")),
+                           changed)
+    if history:
+        connection.execute(outcome_history.insert(), history)
+    return result
+
+
+def submit(engine, items: Outcomes, chunk: int | None = None) -> Applied:
+    """Apply all `items`: in one transaction, or (bulk loads) one per `chunk` rows so that the
+    decision log's writers never wait long for the database."""
+    total = Applied()
+    step = chunk or max(len(items), 1)
+    with engine.connect() as connection:
+        for start in range(0, len(items), step):
+            with connection.begin():
+                part = apply(connection, items, start, min(start + step, len(items)))
+            total.received += part.received
+            total.matched += part.matched
+            total.recorded += part.recorded
+            total.corrected += part.corrected
+            total.unchanged += part.unchanged
+            total.unmatched.extend(part.unmatched)
+    return total

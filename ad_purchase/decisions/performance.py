@@ -1,0 +1,184 @@
+r"""How well each model version decides: realized (against reported outcomes) and expected (from
+phat alone, as if the model were calibrated).
+
+    realized   over the decisions that have an outcome
+    expected   over every decision in the window: each decision counts as phat of a buyer and
+               1 - phat of a non-buyer, so no outcome is needed
+
+Both carry the same figures:
+
+    auc                  ranking quality (ties count half)
+    log_loss, brier      mean cross-entropy and squared error of phat
+    precision_at_cutoff  buyers among the decisions with business_outcome = 1
+    recall_at_cutoff     share of all buyers that business_outcome = 1 reached
+    lift_at_cutoff       precision_at_cutoff over the base rate
+    calibration          ten bins of phat (0-0.1, ..., 0.9-1): count, mean phat, outcome rate
+
+A realized AUC well below the expected one means the model ranks worse than it believes it
+does: the alarm (see the alert rules in deploy/prometheus).  A figure that cannot be computed
+(AUC with buyers only, say) is null.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+from sqlalchemy import select
+
+from .store import decisions, outcomes
+
+BINS = 10
+EPS = np.finfo(np.float64).eps      # phat is clipped this far from 0 and 1 in the log loss
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def calibration(phat: np.ndarray, rate_of: np.ndarray) -> list[dict]:
+    """Ten equal-width bins: count, mean phat and mean of `rate_of` (outcomes, or phat itself)."""
+    index = np.minimum((phat * BINS).astype(int), BINS - 1)
+    counts = np.bincount(index, minlength=BINS)
+    phat_sum = np.bincount(index, weights=phat, minlength=BINS)
+    rate_sum = np.bincount(index, weights=rate_of, minlength=BINS)
+    bins = []
+    for i in range(BINS):
+        n = int(counts[i])
+        bins.append({"lower": i / BINS, "upper": (i + 1) / BINS, "count": n,
+                     "mean_phat": float(phat_sum[i] / n) if n else None,
+                     "outcome_rate": float(rate_sum[i] / n) if n else None})
+    return bins
+
+
+def realized(phat: np.ndarray, decided: np.ndarray, outcome: np.ndarray) -> dict[str, Any]:
+    """The figures of decisions with their outcomes (1 = bought)."""
+    n = len(phat)
+    if n == 0:
+        return _empty()
+    positives = int(outcome.sum())
+    negatives = n - positives
+    auc = None
+    if positives and negatives:
+        ranks = rankdata(phat)           # average ranks: tied scores count half, as ROC AUC does
+        auc = (ranks[outcome == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    clipped = np.clip(phat, EPS, 1 - EPS)
+    log_loss = -np.mean(outcome * np.log(clipped) + (1 - outcome) * np.log1p(-clipped))
+    brier = np.mean((phat - outcome) ** 2)
+    chosen = decided == 1
+    hits = int(outcome[chosen].sum())
+    precision = hits / int(chosen.sum()) if chosen.any() else None
+    recall = hits / positives if positives else None
+    base = positives / n
+    lift = precision / base if precision is not None and base > 0 else None
+    return {"auc": _clean(auc), "log_loss": _clean(log_loss), "brier": _clean(brier),
+            "precision_at_cutoff": _clean(precision), "recall_at_cutoff": _clean(recall),
+            "lift_at_cutoff": _clean(lift), "outcome_rate": base,
+            "calibration": calibration(phat, outcome.astype(float))}
+
+
+def expected(phat: np.ndarray, decided: np.ndarray) -> dict[str, Any]:
+    """The figures a calibrated model would realize on these decisions, on average: decision i is
+    phat_i of a buyer and 1 - phat_i of a non-buyer."""
+    n = len(phat)
+    if n == 0:
+        return _empty()
+    order = np.argsort(phat, kind="stable")
+    p = phat[order]
+    q = 1 - p
+    # Pairs (buyer i, non-buyer j) with phat_i > phat_j, weighted p_i * q_j; equal phats count
+    # half; a decision is never paired with itself.
+    values, starts, counts = np.unique(p, return_index=True, return_counts=True)
+    group_p = np.add.reduceat(p, starts)
+    group_q = np.add.reduceat(q, starts)
+    below_q = np.concatenate(([0.0], np.cumsum(group_q)[:-1]))
+    self_pairs = np.add.reduceat(p * q, starts)
+    concordant = np.sum(group_p * below_q) + 0.5 * np.sum(group_p * group_q - self_pairs)
+    pairs = p.sum() * q.sum() - np.sum(p * q)
+    auc = concordant / pairs if pairs > 0 else None
+    clipped = np.clip(phat, EPS, 1 - EPS)
+    log_loss = -np.mean(phat * np.log(clipped) + (1 - phat) * np.log1p(-clipped))
+    brier = np.mean(phat * (1 - phat))
+    chosen = decided == 1
+    buyers = phat.sum()
+    precision = phat[chosen].mean() if chosen.any() else None
+    recall = phat[chosen].sum() / buyers if buyers > 0 else None
+    base = buyers / n
+    lift = precision / base if precision is not None and base > 0 else None
+    return {"auc": _clean(auc), "log_loss": _clean(log_loss), "brier": _clean(brier),
+            "precision_at_cutoff": _clean(precision), "recall_at_cutoff": _clean(recall),
+            "lift_at_cutoff": _clean(lift), "outcome_rate": float(base), "calibration": calibration(phat, phat)}
+
+
+def _empty() -> dict[str, Any]:
+    return {"auc": None, "log_loss": None, "brier": None, "precision_at_cutoff": None, "recall_at_cutoff": None,
+            "lift_at_cutoff": None, "outcome_rate": None, "calibration": calibration(np.zeros(0), np.zeros(0))}
+
+
+@dataclass
+class Frame:
+    """Decisions as arrays: time, version, phat, business outcome, outcome (-1 = none yet)."""
+
+    decided_at: np.ndarray
+    version: np.ndarray
+    phat: np.ndarray
+    business_outcome: np.ndarray
+    outcome: np.ndarray
+
+
+def figures(frame: Frame) -> dict[str, Any]:
+    known = frame.outcome >= 0
+    return {"decisions": int(len(frame.phat)), "with_outcome": int(known.sum()),
+            "realized": realized(frame.phat[known], frame.business_outcome[known], frame.outcome[known]),
+            "expected": expected(frame.phat, frame.business_outcome)}
+
+
+def _subset(frame: Frame, mask: np.ndarray) -> Frame:
+    return Frame(frame.decided_at[mask], frame.version[mask], frame.phat[mask], frame.business_outcome[mask],
+                 frame.outcome[mask])
+
+
+def week_start(moment: datetime) -> datetime:
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday())
+
+
+def report(frame: Frame, by_week: bool = False) -> dict[str, Any]:
+    """{"by_version": [{"version", "decisions", "with_outcome", "realized", "expected"[, "weeks"]}]}"""
+    by_version = []
+    for version in sorted(set(frame.version.tolist())):
+        part = _subset(frame, frame.version == version)
+        entry = {"version": version, **figures(part)}
+        if by_week:
+            weeks = np.array([week_start(moment) for moment in part.decided_at.tolist()], dtype=object)
+            entry["weeks"] = [{"week_start": start.date().isoformat(), **figures(_subset(part, weeks == start))}
+                              for start in sorted(set(weeks.tolist()))]
+        by_version.append(entry)
+    return {"by_version": by_version}
+
+
+def load(connection, since: datetime | None = None, until: datetime | None = None,
+         version: str | None = None) -> Frame:
+    """Decisions in [since, until) of `version` (all when None), each with its outcome or -1."""
+    query = (select(decisions.c.decided_at, decisions.c.model_version, decisions.c.phat,
+                    decisions.c.business_outcome, outcomes.c.outcome)
+             .select_from(decisions.outerjoin(outcomes, outcomes.c.decision_id == decisions.c.id)))
+    if since is not None:
+        query = query.where(decisions.c.decided_at >= since)
+    if until is not None:
+        query = query.where(decisions.c.decided_at < until)
+    if version is not None:
+        query = query.where(decisions.c.model_version == version)
+    rows = connection.execute(query).all()
+    return from_rows(rows)
+
+
+def from_rows(rows) -> Frame:
+    if not rows:
+        return Frame(np.zeros(0, dtype=object), np.zeros(0, dtype=object), np.zeros(0), np.zeros(0, dtype=int),
+                     np.zeros(0, dtype=int))
+    decided, version, phat, chosen, outcome = zip(*rows)
+    return Frame(np.array(decided, dtype=object), np.array(version, dtype=object), np.array(phat, dtype=float),
+                 np.array(chosen, dtype=int), np.array([-1 if o is None else o for o in outcome], dtype=int))
