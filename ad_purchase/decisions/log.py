@@ -191,7 +191,8 @@ class DecisionLog:
             return
         self.unrecorded.inc(rows)
         if self.mode == "required":
-            raise DecisionLogUnavailable(item.error)
+            raise DecisionLogUnavailable(item.error if item.error.startswith(self.where)
+                                         else f"{self.where}: {item.error}")
         log.warning("decision log: %d decision(s) of request %s not recorded (best-effort): %s",
                     rows, request_id, item.error)
 

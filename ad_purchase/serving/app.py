@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from ..monitoring import request_id
 from ..schema import InputError, load_example
 from . import openapi
+from .decision_routes import decision_routes
 from .problems import problem
 from .routes import EXPLAIN_VALUES, routes
 from .service import Service
@@ -54,6 +55,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_CONTENT_LENGTH
     app.extensions["service"] = svc
     app.register_blueprint(routes)
+    app.register_blueprint(decision_routes)
     _add_request_hooks(app, svc)
     _add_error_handlers(app)
     _add_swagger(app, svc)

@@ -15,6 +15,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, Reque
 from ..codecs import decode_csv, encode_csv
 from ..model.artifacts import MODEL_FACTS
 from ..schema import InputError, Problem
+from . import decision_routes
 from .problems import of_input_error, of_kind
 
 log = logging.getLogger("api")
@@ -96,6 +97,8 @@ def predict() -> Response:
         return of_input_error(exc)
     scores = svc.model.score(columns)
     g.rows = columns.rows
+    svc.decisions.record(svc.model.version, g.request_id, g.get("caller"), getattr(columns, "ids", None),
+                         scores.phat, scores.outcome)      # returns once committed; else 503 (decision_routes)
     svc.metrics.observe_scores(scores.phat, scores.outcome)
     if svc.drift is not None:
         kept, places, generation = svc.drift.reserve(columns.rows)
@@ -118,7 +121,11 @@ def ready() -> Response:
     svc = service()
     if svc.model is None:
         return of_kind(Problem.NOT_READY, f"Model not loaded: {svc.public_load_error()}")
-    return _json({"status": "ready", "model": svc.model.name, "version": svc.model.version})
+    decision_log, unready = decision_routes.readiness(svc)
+    if unready is not None:
+        return unready
+    return _json({"status": "ready", "model": svc.model.name, "version": svc.model.version,
+                  "decision_log": decision_log})
 
 
 @routes.get("/model")
@@ -143,4 +150,5 @@ def metrics() -> Response:
     psi = None
     if svc.drift is not None:
         psi = {field: item["psi"] for field, item in svc.drift.report(svc.metrics.collected())["fields"].items()}
-    return Response(svc.metrics.exposition(psi), mimetype="text/plain", headers={"Cache-Control": "no-store"})
+    return Response(svc.metrics.exposition(psi) + decision_routes.exposition(svc), mimetype="text/plain",
+                    headers={"Cache-Control": "no-store"})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import HOME
 from ..codecs import JsonDecoder, JsonEncoder
+from ..decisions import DecisionLog
 from ..model import ArtifactError, Model, load_model
 from ..monitoring import Drift, DriftProfile, Metrics
 from .settings import Settings
@@ -25,6 +26,7 @@ class Service:
     decoder: JsonDecoder | None = None
     encoder: JsonEncoder | None = None
     drift: Drift | None = None
+    decisions: DecisionLog | None = None  # every scored record, written before its answer
 
     @classmethod
     def start(cls, settings: Settings) -> "Service":
@@ -41,7 +43,8 @@ class Service:
         metrics = Metrics(model.name, model.version)
         return cls(settings, model_dir, metrics, model, "", JsonDecoder(model.numeric_inputs, settings.MAX_BATCH_ROWS),
                    JsonEncoder(model.plan.names),
-                   Drift(DriftProfile(model.metadata), metrics.drift_counts, settings.DRIFT_FLUSH_SECONDS))
+                   Drift(DriftProfile(model.metadata), metrics.drift_counts, settings.DRIFT_FLUSH_SECONDS),
+                   DecisionLog.from_settings(settings, metrics.registry))
 
     def predict_json(self, body: bytes, explain: bool = False) -> bytes:
         """JSON request bytes to JSON answer bytes: the whole scoring path, without monitoring."""
