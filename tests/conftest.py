@@ -5,7 +5,9 @@ existing ones rather than mixing them in.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -17,8 +19,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # the package and the entry points live at the repository root
     sys.path.insert(0, str(REPO_ROOT))
 # Apps the tests build record their decisions in a database of this run, never in the checkout's.
-os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="ad-purchase-tests-"),
-                                                                  "decisions.sqlite3"))
+if "DATABASE_URL" not in os.environ:
+    _DECISIONS_DIR = tempfile.mkdtemp(prefix="ad-purchase-tests-")
+    atexit.register(shutil.rmtree, _DECISIONS_DIR, ignore_errors=True)
+    os.environ["DATABASE_URL"] = "sqlite:///" + os.path.join(_DECISIONS_DIR, "decisions.sqlite3")
 
 
 # =========================================================================== test tiers

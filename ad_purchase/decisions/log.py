@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import _queue
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import insert, text
+from sqlalchemy import text
 
 from . import store
 
@@ -301,7 +301,7 @@ class DecisionLog:
             else:
                 rows = [row for item in batch for row in _rows(*item.values)]
                 with connection.begin():
-                    connection.execute(insert(store.decisions), rows)
+                    store.bulk_insert(connection, "decisions", DECISION_COLUMNS, rows, times=(0,))
                 self.recorded.inc(len(rows))
                 self.commit_seconds.observe(time.perf_counter() - started)
                 self.batch_size.observe(len(rows))
@@ -367,10 +367,13 @@ def _cause(exc: BaseException | None) -> str:
     return f"{type(inner).__name__}: {message}"[:300]
 
 
-def _rows(decided_at, model_version, request_id, caller, ids, phat, outcome) -> list[dict]:
+DECISION_COLUMNS = ("decided_at", "model_version", "phat", "business_outcome", "request_id", "row", "caller",
+                    "record_id")
+
+
+def _rows(decided_at, model_version, request_id, caller, ids, phat, outcome) -> list[tuple]:
     phat = np.asarray(phat, dtype=float).tolist()
     outcome = np.asarray(outcome).astype(int).tolist()
-    return [{"decided_at": decided_at, "model_version": model_version, "phat": p, "business_outcome": o,
-             "request_id": request_id, "row": i, "caller": caller,
-             "record_id": None if ids is None or ids[i] is None else str(ids[i])}
+    return [(decided_at, model_version, p, o, request_id, i, caller,
+             None if ids is None or ids[i] is None else str(ids[i]))
             for i, (p, o) in enumerate(zip(phat, outcome))]

@@ -33,7 +33,7 @@ from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, SmallIn
                         update)
 from sqlalchemy.engine import Connection
 
-from .store import decisions, outcome_history, outcomes, utcnow
+from .store import bulk_insert, decisions, outcomes, time_converter, utcnow
 
 MAX_ID_CHARS = 200
 MAX_LISTED = 1000              # unmatched ids named in an answer; `unmatched_total` counts them all
@@ -218,8 +218,41 @@ def parse_csv(body: bytes, id_field: str, max_rows: int) -> Outcomes:
     return checker.done()
 
 
+def _well_formed(columns: dict[str, list], id_field: str) -> Outcomes | None:
+    """The common bulk file (ids as text or whole numbers, outcomes 0/1, times or none) checked
+    column by column; None when anything needs the row-by-row checks and their messages."""
+    ids, values = columns.get(id_field), columns["outcome"]
+    if ids is None or "request_id" in columns:
+        return None
+    if not all(type(v) is int and (v == 0 or v == 1) for v in values):
+        if not all(type(v) is str and v.strip() in ("0", "1") for v in values):
+            return None
+        values = [int(v) for v in values]
+    if all(type(v) is str for v in ids):
+        record_id = [v.strip() for v in ids]
+        if not all(0 < len(v) <= MAX_ID_CHARS for v in record_id):
+            return None
+    elif all(type(v) is int for v in ids):
+        record_id = [str(v) for v in ids]
+    else:
+        return None
+    observed = columns.get("observed_at") or [None] * len(values)
+    seen: dict = {None: None, "": None}
+    try:
+        for text in observed:
+            if text not in seen:
+                seen[text] = _when(text)
+    except (TypeError, ValueError):
+        return None
+    empty = [None] * len(values)
+    return Outcomes(record_id, empty, empty, values, [seen[text] for text in observed])
+
+
 def from_columns(columns: dict[str, list], id_field: str) -> Outcomes:
     """Bulk files: the same checks, column by column (a file is read with pyarrow)."""
+    fast = _well_formed(columns, id_field)
+    if fast is not None:
+        return fast
     rows = len(columns["outcome"])
     checker = _Checker(id_field, 1)
     names = [name for name in (id_field, "request_id", "row", "outcome", "observed_at") if name in columns]
@@ -263,12 +296,14 @@ def apply(connection: Connection, items: Outcomes, start: int = 0, stop: int | N
     """Attach items[start:stop] to their decisions in the open transaction of `connection`."""
     now = now or utcnow()
     stop = len(items) if stop is None else stop
+    when = time_converter(connection)          # times as the driver takes them, converted once each
+    stamp = when(now)
     result = Applied(received=stop - start)
     _incoming.create(connection)
     try:
-        connection.execute(_incoming.insert(), [
-            {"pos": p, "record_id": items.record_id[p], "request_id": items.request_id[p], "row": items.row[p],
-             "at": items.observed_at[p] or now} for p in range(start, stop)])
+        bulk_insert(connection, "incoming_outcomes", ("pos", "record_id", "request_id", "row", "at"),
+                    [(p, items.record_id[p], items.request_id[p], items.row[p], when(items.observed_at[p]) or stamp)
+                     for p in range(start, stop)])
         d = decisions
         by_id = (select(d.c.id).where(d.c.record_id == _incoming.c.record_id, d.c.decided_at <= _incoming.c.at)
                  .order_by(d.c.decided_at.desc(), d.c.id.desc()).limit(1).scalar_subquery())
@@ -276,10 +311,15 @@ def apply(connection: Connection, items: Outcomes, start: int = 0, stop: int | N
                       .order_by(d.c.id.desc()).limit(1).scalar_subquery())
         connection.execute(update(_incoming).values(
             decision_id=case((_incoming.c.record_id.is_not(None), by_id), else_=by_request)))
-        found = connection.execute(
-            select(_incoming.c.pos, _incoming.c.decision_id, outcomes.c.outcome, outcomes.c.corrections)
-            .select_from(_incoming.outerjoin(outcomes, outcomes.c.decision_id == _incoming.c.decision_id))
-            .order_by(_incoming.c.pos)).all()
+        query = (select(_incoming.c.pos, _incoming.c.decision_id, outcomes.c.outcome, outcomes.c.corrections)
+                 .select_from(_incoming.outerjoin(outcomes, outcomes.c.decision_id == _incoming.c.decision_id))
+                 .order_by(_incoming.c.pos))
+        cursor = connection.connection.cursor()        # plain tuples: no per-row result objects
+        try:
+            cursor.execute(str(query.compile(dialect=connection.dialect)))
+            found = cursor.fetchall()
+        finally:
+            cursor.close()
     finally:
         _incoming.drop(connection)
     current: dict[int, list] = {}            # decision -> [outcome, observed_at, corrections, existed]
@@ -301,22 +341,20 @@ def apply(connection: Connection, items: Outcomes, start: int = 0, stop: int | N
         else:
             result.corrected += 1
             state[2] += 1
-        history.append({"decision_id": decision, "outcome": value, "replaces": state[0], "observed_at": observed,
-                        "received_at": now})
+        history.append((decision, value, state[0], when(observed), stamp))
         state[0], state[1], state[4] = value, observed, True
-    fresh = [{"decision_id": k, "outcome": s[0], "observed_at": s[1], "received_at": now, "corrections": s[2]}
-             for k, s in current.items() if s[4] and not s[3]]
+    fresh = [(k, s[0], when(s[1]), stamp, s[2]) for k, s in current.items() if s[4] and not s[3]]
     changed = [{"key": k, "outcome": s[0], "observed_at": s[1], "received_at": now, "corrections": s[2]}
                for k, s in current.items() if s[4] and s[3]]
-    if fresh:
-        connection.execute(outcomes.insert(), fresh)
+    bulk_insert(connection, "outcomes", ("decision_id", "outcome", "observed_at", "received_at", "corrections"),
+                fresh)
     if changed:
         connection.execute(update(outcomes).where(outcomes.c.decision_id == bindparam("key"))
                            .values(outcome=bindparam("outcome"), observed_at=bindparam("observed_at"),
                                    received_at=bindparam("received_at"), corrections=bindparam("corrections")),
                            changed)
-    if history:
-        connection.execute(outcome_history.insert(), history)
+    bulk_insert(connection, "outcome_history", ("decision_id", "outcome", "replaces", "observed_at", "received_at"),
+                history)
     return result
 
 

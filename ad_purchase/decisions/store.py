@@ -121,6 +121,7 @@ def _sqlite_setup(engine: Engine, immediate: bool) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA temp_store=MEMORY")        # scratch tables of outcome loads
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -161,3 +162,46 @@ def purge(engine: Engine, days: int, now: datetime | None = None, chunk: int = 1
 def default_url(home: Path) -> str:
     """The default DATABASE_URL: an SQLite file in var/ beside the package."""
     return "sqlite:///" + os.fspath(home / "var" / "decisions.sqlite3")
+
+
+def _sqlite_time(moment: datetime | None) -> str | None:
+    # The text SQLAlchemy's SQLite DateTime writes and reads: always with microseconds, so that
+    # times compare correctly as text.
+    return None if moment is None else moment.isoformat(" ", "microseconds")
+
+
+def time_converter(connection):
+    """A function giving a datetime as the driver should receive it for this connection's
+    database (text for SQLite, remembered for repeated times; the datetime itself elsewhere)."""
+    if connection.dialect.name != "sqlite":
+        return lambda moment: moment
+    seen: dict = {None: None}
+
+    def as_text(moment):
+        text = seen.get(moment)
+        if text is None and moment is not None:
+            text = seen[moment] = _sqlite_time(moment)
+        return text
+
+    return as_text
+
+
+def bulk_insert(connection, table: str, names: tuple[str, ...], rows: list[tuple],
+                times: tuple[int, ...] = ()) -> None:
+    """INSERT many rows straight through the driver (SQLAlchemy's per-row parameter handling
+    costs more than SQLite's insert itself).  `times`: the positions of datetime values."""
+    if not rows:
+        return
+    sqlite = connection.dialect.name == "sqlite"
+    marker = "?" if sqlite else "%s"
+    if sqlite and times:
+        as_text = time_converter(connection)
+        converted = []
+        for row in rows:
+            row = list(row)
+            for i in times:
+                row[i] = as_text(row[i])
+            converted.append(tuple(row))
+        rows = converted
+    quoted = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in names)
+    connection.exec_driver_sql(f"INSERT INTO {table} ({quoted}) VALUES ({', '.join([marker] * len(names))})", rows)
