@@ -172,3 +172,13 @@ def test_invalid_settings_stop_the_service_in_one_line(name, value, allowed):
     message = str(stopped.value)
     assert "\n" not in message and name in message and allowed in message
     assert (value.split("://")[0] if "://" in value else value) in message
+
+
+def test_database_url_from_a_mounted_secret_file(tmp_path):
+    secret = tmp_path / "url"
+    secret.write_text(f"sqlite:///{tmp_path / 'from-file.sqlite3'}\n")
+    assert Settings.from_env({"DATABASE_URL": "sqlite:///elsewhere", "DATABASE_URL_FILE": str(secret)}).DATABASE_URL \
+        == f"sqlite:///{tmp_path / 'from-file.sqlite3'}"
+    with pytest.raises(SystemExit) as stopped:
+        Settings.from_env({"DATABASE_URL_FILE": str(tmp_path / "absent")})
+    assert "DATABASE_URL_FILE" in str(stopped.value) and "absent" in str(stopped.value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from .. import HOME
 from ..schema import MAX_BATCH_ROWS
@@ -19,6 +20,7 @@ class Settings:
     DRIFT_FLUSH_SECONDS: int = 5
     BODY_TIMEOUT: int = 10                       # seconds a request body may pause before 408
     DATABASE_URL: str = "sqlite:///" + str(HOME / "var" / "decisions.sqlite3")   # the decision log
+    DATABASE_URL_FILE: str = ""                  # a file holding DATABASE_URL (a mounted Secret); wins
     DECISION_LOG: str = "required"               # required (503 when not recorded), best-effort, off
     DECISION_RETENTION_DAYS: int = 400           # decisions older than this are deleted
     ID_FIELD: str = "customer_id"                # the key of the client's record id in a record
@@ -35,6 +37,12 @@ class Settings:
                     values[item.name] = int(raw) if item.type == "int" else str(raw)
                 except ValueError:
                     raise SystemExit(f"configuration error: {item.name}={raw!r} is not a whole number") from None
+        if values.get("DATABASE_URL_FILE"):
+            try:
+                values["DATABASE_URL"] = Path(values["DATABASE_URL_FILE"]).read_text().strip()
+            except OSError as exc:
+                raise SystemExit(f"configuration error: DATABASE_URL_FILE={values['DATABASE_URL_FILE']!r} "
+                                 f"cannot be read ({exc.strerror}); it must name a readable file") from None
         settings = cls(**values)
         settings._check_decision_settings()
         return settings
