@@ -14,7 +14,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PORT=1313 \
-    MODEL_DIR=/app/objs
+    MODEL_DIR=/app/objs \
+    DATABASE_URL=sqlite:////tmp/decisions.sqlite3
 RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
 WORKDIR /app
