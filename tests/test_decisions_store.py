@@ -136,6 +136,8 @@ def test_retention_removes_old_decisions_and_their_outcomes(database_url):
     assert outcomes.submit(log.write_engine, items).matched == 2
     assert store.purge(log.write_engine, 30) == 1
     assert [r["request_id"] for r in rows(log)] == ["new"]
+    fix = outcomes.parse_json(b'[{"customer_id": "b", "outcome": 1}]', "customer_id", 100)
+    assert outcomes.submit(log.write_engine, fix).corrected == 1
     assert count(log, store.outcomes) == 1 and count(log, store.outcome_history) == 1
     log.close()
 
@@ -178,18 +180,22 @@ def test_outcomes_are_idempotent_and_corrections_keep_their_history(database_url
     assert (first.matched, first.recorded, first.unchanged, first.corrected) == (3, 3, 0, 0)
     again = outcomes.submit(log.write_engine, outcomes.parse_json(body, "customer_id", 10))
     assert (again.matched, again.recorded, again.unchanged, again.corrected) == (3, 0, 3, 0)
-    assert count(log, store.outcome_history) == 3
-    fix = outcomes.parse_json(b'[{"customer_id": "a", "outcome": 0}, {"customer_id": "a", "outcome": 1}]',
-                              "customer_id", 10)
+    assert count(log, store.outcome_history) == 0
+    fix = outcomes.parse_json(b'[{"customer_id": "a", "outcome": 0, "observed_at": "2099-12-01T10:00:00+01:00"}, '
+                              b'{"customer_id": "a", "outcome": 1}]', "customer_id", 10)
     fixed = outcomes.submit(log.write_engine, fix)
     assert (fixed.corrected, fixed.unchanged) == (2, 0)
     with log.read_engine.connect() as connection:
-        history = connection.execute(select(store.outcome_history.c.outcome, store.outcome_history.c.replaces)
+        history = connection.execute(select(store.outcome_history.c.outcome, store.outcome_history.c.observed_at,
+                                            store.outcome_history.c.received_at, store.outcome_history.c.replaced_at)
                                      .order_by(store.outcome_history.c.id)).all()
-        current = connection.execute(select(store.outcomes.c.outcome, store.outcomes.c.corrections)
+        current = connection.execute(select(store.outcomes.c.outcome, store.outcomes.c.corrections,
+                                            store.outcomes.c.observed_at)
                                      .order_by(store.outcomes.c.decision_id)).all()
-    assert [tuple(h) for h in history] == [(1, None), (0, None), (1, None), (0, 1), (1, 0)]
-    assert [tuple(c) for c in current] == [(1, 2), (0, 0), (1, 0)]
+    # What each correction replaced, oldest first: the first 1 (no observed_at), then the 0 observed at 09:00 UTC.
+    assert [(h[0], h[1]) for h in history] == [(1, None), (0, datetime(2099, 12, 1, 9))]
+    assert all(h[2] <= h[3] for h in history)
+    assert [tuple(c) for c in current] == [(1, 2, None), (0, 0, None), (1, 0, None)]
     log.close()
 
 

@@ -242,7 +242,11 @@ class DecisionLog:
             self._queue = _queue.SimpleQueue()
             self._stopped = _original("_thread", "allocate_lock")()
             self._stopped.acquire()
-            _original("_thread", "start_new_thread")(self._writer, (self._queue, self._stopped))
+            if self._greenlets:       # a real thread, not one of gevent's greenlets
+                _original("_thread", "start_new_thread")(self._writer, (self._queue, self._stopped))
+            else:                     # (threading's own threads are real; tracers and debuggers see them)
+                threading.Thread(target=self._writer, args=(self._queue, self._stopped), daemon=True,
+                                 name="decision-log-writer").start()
             self._pid = os.getpid()
             atexit.register(self.close)
 

@@ -15,8 +15,8 @@ unmatched.  request_id + row names one decision (a request id a client reused: i
 Applying a set of outcomes:
     - a decision without an outcome gets it (`recorded`);
     - the same value again changes nothing (`unchanged`): sending a file twice counts once;
-    - a different value replaces the current one (`corrected`); every value a decision's outcome
-      has taken stays in outcome_history with the time it was received.
+    - a different value replaces the current one (`corrected`); the value it replaced moves to
+      outcome_history with its own times and the time it was replaced, so nothing is lost.
 Rows of one submission are applied in their order, so a later row corrects an earlier one.
 """
 from __future__ import annotations
@@ -29,8 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import msgspec
-from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, SmallInteger, Table, Text, bindparam, case, select,
-                        update)
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, Table, Text, case, select, update
 from sqlalchemy.engine import Connection
 
 from .store import bulk_insert, decisions, outcomes, time_converter, utcnow
@@ -311,7 +310,8 @@ def apply(connection: Connection, items: Outcomes, start: int = 0, stop: int | N
                       .order_by(d.c.id.desc()).limit(1).scalar_subquery())
         connection.execute(update(_incoming).values(
             decision_id=case((_incoming.c.record_id.is_not(None), by_id), else_=by_request)))
-        query = (select(_incoming.c.pos, _incoming.c.decision_id, outcomes.c.outcome, outcomes.c.corrections)
+        query = (select(_incoming.c.pos, _incoming.c.decision_id, outcomes.c.outcome, outcomes.c.observed_at,
+                        outcomes.c.received_at, outcomes.c.corrections)
                  .select_from(_incoming.outerjoin(outcomes, outcomes.c.decision_id == _incoming.c.decision_id))
                  .order_by(_incoming.c.pos))
         cursor = connection.connection.cursor()        # plain tuples: no per-row result objects
@@ -322,17 +322,20 @@ def apply(connection: Connection, items: Outcomes, start: int = 0, stop: int | N
             cursor.close()
     finally:
         _incoming.drop(connection)
-    current: dict[int, list] = {}            # decision -> [outcome, observed_at, corrections, existed]
-    history = []
-    for position, decision, stored, corrections in found:
+    # decision -> [outcome, observed_at, received_at, corrections, stored before, changed]; the
+    # times as the driver gives and takes them
+    current: dict[int, list] = {}
+    history = []                             # superseded values, with their times and when replaced
+    for position, decision, stored, observed_then, received_then, corrections in found:
         if decision is None:
             result.unmatched.append(position)
             continue
         result.matched += 1
-        value, observed = items.outcome[position], items.observed_at[position]
+        value = items.outcome[position]
         state = current.get(decision)
         if state is None:
-            state = current[decision] = [stored, None, corrections or 0, stored is not None, False]
+            state = current[decision] = [stored, observed_then, received_then, corrections or 0, stored is not None,
+                                         False]
         if state[0] == value:
             result.unchanged += 1
             continue
@@ -340,21 +343,19 @@ def apply(connection: Connection, items: Outcomes, start: int = 0, stop: int | N
             result.recorded += 1
         else:
             result.corrected += 1
-            state[2] += 1
-        history.append((decision, value, state[0], when(observed), stamp))
-        state[0], state[1], state[4] = value, observed, True
-    fresh = [(k, s[0], when(s[1]), stamp, s[2]) for k, s in current.items() if s[4] and not s[3]]
-    changed = [{"key": k, "outcome": s[0], "observed_at": s[1], "received_at": now, "corrections": s[2]}
-               for k, s in current.items() if s[4] and s[3]]
+            history.append((decision, state[0], state[1], state[2], stamp))
+            state[3] += 1
+        state[0], state[1], state[2], state[5] = value, when(items.observed_at[position]), stamp, True
     bulk_insert(connection, "outcomes", ("decision_id", "outcome", "observed_at", "received_at", "corrections"),
-                fresh)
+                [(k, s[0], s[1], s[2], s[3]) for k, s in current.items() if s[5] and not s[4]])
+    changed = [(s[0], s[1], s[2], s[3], k) for k, s in current.items() if s[5] and s[4]]
     if changed:
-        connection.execute(update(outcomes).where(outcomes.c.decision_id == bindparam("key"))
-                           .values(outcome=bindparam("outcome"), observed_at=bindparam("observed_at"),
-                                   received_at=bindparam("received_at"), corrections=bindparam("corrections")),
-                           changed)
-    bulk_insert(connection, "outcome_history", ("decision_id", "outcome", "replaces", "observed_at", "received_at"),
-                history)
+        marker = "?" if connection.dialect.name == "sqlite" else "%s"
+        connection.exec_driver_sql(f"UPDATE outcomes SET outcome = {marker}, observed_at = {marker}, "
+                                   f"received_at = {marker}, corrections = {marker} WHERE decision_id = {marker}",
+                                   changed)
+    bulk_insert(connection, "outcome_history", ("decision_id", "outcome", "observed_at", "received_at",
+                                                "replaced_at"), history)
     return result
 
 

@@ -5,7 +5,7 @@ Three tables, SQLAlchemy Core only:
     decisions        one row per scored record: when, which model version, phat, the business
                      outcome, the request id and the row in it, the caller, the client's record id
     outcomes         the current outcome of a decision (at most one per decision)
-    outcome_history  every value an outcome has taken, first value and corrections, with times
+    outcome_history  each value a correction replaced, with its times and when it was replaced
 
 No input field of a customer is stored.  Times are UTC, stored without a zone.
 
@@ -60,10 +60,10 @@ outcome_history = Table(
     "outcome_history", metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("decision_id", _ID, ForeignKey("decisions.id", ondelete="CASCADE"), nullable=False),
-    Column("outcome", SmallInteger, nullable=False),
-    Column("replaces", SmallInteger, nullable=True),     # the value it corrected; NULL for the first
-    Column("observed_at", DateTime(), nullable=True),
+    Column("outcome", SmallInteger, nullable=False),         # the value that was replaced
+    Column("observed_at", DateTime(), nullable=True),        # its times
     Column("received_at", DateTime(), nullable=False),
+    Column("replaced_at", DateTime(), nullable=False),       # when the correction arrived
     Index("ix_outcome_history_decision", "decision_id"),
 )
 

@@ -1,4 +1,4 @@
-"""Decisions, outcomes and the history of outcome values.
+"""Decisions, outcomes and the outcome values that corrections replaced.
 
 Revision ID: 0001
 Revises:
@@ -43,9 +43,9 @@ def upgrade() -> None:
         sa.Column("id", ID, primary_key=True, autoincrement=True),
         sa.Column("decision_id", ID, sa.ForeignKey("decisions.id", ondelete="CASCADE"), nullable=False),
         sa.Column("outcome", sa.SmallInteger, nullable=False),
-        sa.Column("replaces", sa.SmallInteger, nullable=True),
         sa.Column("observed_at", sa.DateTime(), nullable=True),
         sa.Column("received_at", sa.DateTime(), nullable=False),
+        sa.Column("replaced_at", sa.DateTime(), nullable=False),
     )
     op.create_index("ix_outcome_history_decision", "outcome_history", ["decision_id"])
 
