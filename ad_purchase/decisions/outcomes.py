@@ -24,8 +24,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 import msgspec
@@ -70,92 +71,135 @@ class Outcomes:
 
 # ---------------------------------------------------------------------------- reading and checking
 
-def _id_value(value: Any) -> str | None | str:
-    if isinstance(value, bool) or value is None:
+MAX_ROW = 2**31 - 1               # the row column is a 32-bit integer
+MAX_INT_ID = 2**63 - 1
+_ABSENT = object()
+_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?"
+                   r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?", re.ASCII)
+
+
+def parse_time(value: Any) -> datetime:
+    """An RFC 3339 date-time (or an ISO 8601 date, or a time without a zone, taken as UTC) as
+    naive UTC.  Lower-case t and z, more than six decimals and a leap second (:60, read as :59)
+    are RFC 3339 too; times before year 1 or after 9999 in UTC are clamped to those years."""
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    match = _TIME.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("not an ISO 8601 time")
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    if int(year) == 0:
+        return datetime.min
+    moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), min(int(second or 0), 59),
+                      int((fraction or "0")[:6].ljust(6, "0")))
+    if sign:
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise ValueError("bad offset")
+        shift = timedelta(hours=int(off_h), minutes=int(off_m))
+        try:
+            moment = moment - shift if sign == "+" else moment + shift
+        except OverflowError:
+            return datetime.min if sign == "+" else datetime.max
+    return moment
+
+
+def _id_value(value: Any, text: bool) -> str | None:
+    """The client's record id as stored: a string of 1 to MAX_ID_CHARS characters as sent, or a
+    whole number written out; None when it is neither."""
+    if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
+        return str(value) if -MAX_INT_ID - 1 <= value <= MAX_INT_ID else None
+    if isinstance(value, str) and 1 <= len(value) <= MAX_ID_CHARS:
+        return value
     return None
 
 
-def _when(value: Any) -> datetime:
-    """An ISO 8601 date or time as naive UTC; ValueError otherwise."""
-    if not isinstance(value, str):
-        raise ValueError
-    parsed = datetime.fromisoformat(value.strip())
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed
-
-
-def _outcome(value: Any) -> int:
+def _small_int(value: Any, text: bool, low: int, high: int) -> int | None:
+    """A whole number in [low, high]: a JSON integer (not a boolean, not 1.0), or in a CSV cell
+    its digits."""
     if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int) and value in (0, 1):
-        return value
-    if isinstance(value, str) and value.strip() in ("0", "1"):
-        return int(value.strip())
-    raise ValueError
+        return None
+    if isinstance(value, int):
+        return value if low <= value <= high else None
+    if text and isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        number = int(value.strip())
+        return number if low <= number <= high else None
+    return None
 
 
 class _Checker:
-    def __init__(self, id_field: str, first_row: int) -> None:
-        self.id_field, self.first_row = id_field, first_row
+    """Checks outcome records one by one and gathers them, or every problem with its row.
+
+    JSON records must follow the published schema exactly (every key present is checked, null is
+    not a value); in `text` records (CSV cells, bulk files) an empty cell is an absent value and
+    numbers may be written as digits."""
+
+    def __init__(self, id_field: str, first_row: int, text: bool = False) -> None:
+        self.id_field, self.first_row, self.text = id_field, first_row, text
         self.errors: list[dict] = []
         self.total = 0
         self.result = Outcomes()
 
-    def error(self, row: int, name: str, message: str, value: Any = ...) -> None:
+    def error(self, row: int, name: str, message: str, value: Any = _ABSENT) -> None:
         self.total += 1
         if len(self.errors) < MAX_ERRORS:
             entry: dict[str, Any] = {"row": row + self.first_row, "field": name}
-            if value is not ...:
+            if value is not _ABSENT:
                 entry["value"] = value[:200] if isinstance(value, str) else value
             entry["message"] = message
             self.errors.append(entry)
 
+    def _get(self, record: dict, key: str) -> Any:
+        value = record.get(key, _ABSENT)
+        if self.text and (value is None or value == ""):
+            return _ABSENT
+        return value
+
     def add(self, row: int, record: dict) -> None:
         name = self.id_field
+        raw_id, raw_request, raw_row = self._get(record, name), self._get(record, "request_id"), self._get(record, "row")
         record_id = request_id = position = None
-        if record.get(name) not in (None, ""):
-            record_id = _id_value(record[name])
-            if record_id is None or len(record_id) > MAX_ID_CHARS:
-                self.error(row, name, f"expected a non-empty string or whole number of at most {MAX_ID_CHARS} "
-                           "characters", record[name])
-        elif record.get("request_id") not in (None, ""):
-            request_id = record["request_id"]
-            if not isinstance(request_id, str) or len(request_id) > 128:
-                self.error(row, "request_id", "expected the X-Request-ID of the scoring request", request_id)
-            raw_row = record.get("row")
-            try:
-                if isinstance(raw_row, bool) or raw_row is None:
-                    raise ValueError
-                position = int(raw_row)
-                if position < 0 or (isinstance(raw_row, float) and not raw_row.is_integer()):
-                    raise ValueError
-            except (TypeError, ValueError):
-                self.error(row, "row", "expected the 0-based row of the record in its scoring request",
-                           raw_row if raw_row is not None else ...)
+        if raw_id is not _ABSENT:
+            record_id = _id_value(raw_id, self.text)
+            if record_id is None:
+                self.error(row, name, f"expected a string of 1 to {MAX_ID_CHARS} characters or a whole number",
+                           _shown(raw_id))
+        if raw_request is not _ABSENT:
+            if isinstance(raw_request, str) and 1 <= len(raw_request) <= 128:
+                request_id = raw_request
+            else:
+                self.error(row, "request_id", "expected the X-Request-ID of the scoring request (1 to 128 characters)",
+                           _shown(raw_request))
+        if raw_row is not _ABSENT:
+            position = _small_int(raw_row, self.text, 0, MAX_ROW)
+            if position is None:
+                self.error(row, "row", "expected the record's 0-based row in its scoring request", _shown(raw_row))
+        if raw_id is _ABSENT:
+            if raw_request is _ABSENT and raw_row is _ABSENT:
+                self.error(row, name, f"missing: give {name}, or request_id and row")
+            elif raw_row is _ABSENT:
+                self.error(row, "row", "missing: request_id needs the row it names")
+            elif raw_request is _ABSENT:
+                self.error(row, "request_id", "missing: row needs the request_id it belongs to")
         else:
-            self.error(row, name, f"missing: give {name}, or request_id and row")
-        if "outcome" not in record or record["outcome"] in (None, ""):
+            request_id = position = None                  # the record id names the decision
+        raw_outcome = self._get(record, "outcome")
+        value = None
+        if raw_outcome is _ABSENT:
             self.error(row, "outcome", "missing: expected 0 or 1")
-            value = None
         else:
-            try:
-                value = _outcome(record["outcome"])
-            except ValueError:
-                self.error(row, "outcome", "expected 0 or 1", record["outcome"])
-                value = None
+            value = _small_int(raw_outcome, self.text, 0, 1)
+            if value is None:
+                self.error(row, "outcome", "expected 0 or 1", _shown(raw_outcome))
         observed = None
-        if record.get("observed_at") not in (None, ""):
+        raw_time = self._get(record, "observed_at")
+        if raw_time is not _ABSENT:
             try:
-                observed = _when(record["observed_at"])
-            except (ValueError, TypeError):
+                observed = parse_time(raw_time)
+            except ValueError:
                 self.error(row, "observed_at", "expected an ISO 8601 date or time such as 2026-11-30T14:05:00Z",
-                           record["observed_at"])
+                           _shown(raw_time))
         result = self.result
         result.record_id.append(record_id)
         result.request_id.append(request_id)
@@ -172,21 +216,28 @@ class _Checker:
         return self.result
 
 
+def _shown(value: Any) -> Any:
+    """A value as a problem echoes it: JSON scalars as sent, anything else described briefly."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    return msgspec.json.encode(value)[:200].decode(errors="replace")
+
+
 def parse_json(body: bytes, id_field: str, max_rows: int) -> Outcomes:
     try:
         records = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise OutcomeError(400, f"The body is not valid JSON: {exc}") from None
-    if isinstance(records, dict):
-        records = [records]
     if not isinstance(records, list) or not records:
-        raise OutcomeError(400, "Send a JSON array of outcome objects (or one object), or a CSV.")
+        raise OutcomeError(400, "Send a non-empty JSON array of outcome objects, or a CSV.")
     if len(records) > max_rows:
         raise OutcomeError(413, f"{len(records):,} outcomes in one request; at most {max_rows:,}.")
     checker = _Checker(id_field, 0)
     for row, record in enumerate(records):
         if not isinstance(record, dict):
-            checker.error(row, "", "expected an object with an id and an outcome", msgspec.json.encode(record)[:200].decode())
+            checker.error(row, "", "expected an object with an id and an outcome", _shown(record))
             continue
         checker.add(row, record)
     return checker.done()
@@ -202,7 +253,7 @@ def parse_csv(body: bytes, id_field: str, max_rows: int) -> Outcomes:
     if "outcome" not in header or (id_field not in header and not {"request_id", "row"} <= set(header)):
         raise OutcomeError(400, f"The CSV header must name outcome and {id_field} (or request_id and row); "
                            f"it names {', '.join(header[:20]) or 'nothing'}.")
-    checker = _Checker(id_field, 1)
+    checker = _Checker(id_field, 1, text=True)
     count = 0
     try:
         for row, record in enumerate(reader):
@@ -227,11 +278,9 @@ def _well_formed(columns: dict[str, list], id_field: str) -> Outcomes | None:
         if not all(type(v) is str and v.strip() in ("0", "1") for v in values):
             return None
         values = [int(v) for v in values]
-    if all(type(v) is str for v in ids):
-        record_id = [v.strip() for v in ids]
-        if not all(0 < len(v) <= MAX_ID_CHARS for v in record_id):
-            return None
-    elif all(type(v) is int for v in ids):
+    if all(type(v) is str and 0 < len(v) <= MAX_ID_CHARS for v in ids):
+        record_id = list(ids)
+    elif all(type(v) is int and -MAX_INT_ID - 1 <= v <= MAX_INT_ID for v in ids):
         record_id = [str(v) for v in ids]
     else:
         return None
@@ -240,7 +289,7 @@ def _well_formed(columns: dict[str, list], id_field: str) -> Outcomes | None:
     try:
         for text in observed:
             if text not in seen:
-                seen[text] = _when(text)
+                seen[text] = parse_time(text)
     except (TypeError, ValueError):
         return None
     empty = [None] * len(values)
@@ -253,7 +302,7 @@ def from_columns(columns: dict[str, list], id_field: str) -> Outcomes:
     if fast is not None:
         return fast
     rows = len(columns["outcome"])
-    checker = _Checker(id_field, 1)
+    checker = _Checker(id_field, 1, text=True)
     names = [name for name in (id_field, "request_id", "row", "outcome", "observed_at") if name in columns]
     for position in range(rows):
         checker.add(position, {name: columns[name][position] for name in names})

@@ -26,6 +26,7 @@ from ..monitoring import request_id
 from ..schema import InputError, load_example
 from . import openapi
 from .decision_routes import decision_routes
+from .decision_routes import openapi_paths as decision_openapi_paths
 from .problems import problem
 from .routes import EXPLAIN_VALUES, routes
 from .service import Service
@@ -115,6 +116,7 @@ def _add_swagger(app: Flask, svc: Service) -> None:
             examples[name] = msgspec.json.decode(answer)
     features = list(svc.model.features) if svc.model else []
     spec = openapi.build_spec(features, svc.settings.MAX_BATCH_ROWS, EXPLAIN_VALUES, examples)
+    spec["paths"].update(decision_openapi_paths(svc.settings.ID_FIELD))
 
     assets = swagger_ui_bundle.swagger_ui_path
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import msgspec
 from flask import Blueprint, Response, current_app, request
@@ -89,12 +89,7 @@ def _outcome_problem(exc: outcomes.OutcomeError) -> Response:
 
 def _moment(name: str) -> datetime | None:
     raw = request.args.get(name)
-    if raw is None:
-        return None
-    parsed = datetime.fromisoformat(raw)
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed
+    return None if raw is None else outcomes.parse_time(raw)
 
 
 @decision_routes.get("/model/performance")
@@ -191,3 +186,68 @@ class _Families:
 
     def collect(self):
         return iter(self.families)
+
+
+def openapi_paths(id_field: str, max_rows: int = MAX_OUTCOME_ROWS) -> dict:
+    """The OpenAPI description of POST /outcomes and GET /model/performance: exactly what the
+    routes accept (the JSON body; CSV is described in words)."""
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    time = {"type": "string", "format": "date-time"}
+    outcome = {
+        "type": "object",
+        "required": ["outcome"],
+        "anyOf": [{"required": [id_field]}, {"required": ["request_id", "row"]}],
+        "properties": {
+            id_field: {"oneOf": [{"type": "string", "minLength": 1, "maxLength": outcomes.MAX_ID_CHARS},
+                                 {"type": "integer", "minimum": -outcomes.MAX_INT_ID - 1,
+                                  "maximum": outcomes.MAX_INT_ID}],
+                       "description": "the client's record id, as sent in the scored record"},
+            "request_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                           "description": "the X-Request-ID of the scoring request (for records without an id)"},
+            "row": {"type": "integer", "minimum": 0, "maximum": outcomes.MAX_ROW,
+                    "description": "the record's 0-based row in that request"},
+            "outcome": {"type": "integer", "enum": [0, 1], "description": "1: the customer bought"},
+            "observed_at": {**time, "description": "when the outcome happened; picks the decision it belongs "
+                                                   "to when the id was scored more than once"},
+        },
+    }
+    return {
+        "/outcomes": {"post": {
+            "summary": "Report outcomes of recorded decisions",
+            "description": f"A JSON array of outcomes (or a text/csv body with a header naming {id_field} or "
+                           "request_id and row, outcome, and optionally observed_at). The same outcome sent "
+                           "twice counts once; a different one is kept as a correction. One bad row stores "
+                           "nothing (422 with row and field).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "array", "minItems": 1, "maxItems": max_rows, "items": outcome}}}},
+            "responses": {
+                "200": {"description": "what was matched, recorded, corrected or unchanged; unmatched ids named",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": {"description": "not a non-empty JSON array, or a malformed CSV", "content": problem},
+                "404": {"description": "the decision log is off", "content": problem},
+                "413": {"description": f"more than {max_rows} outcomes", "content": problem},
+                "415": {"description": "neither application/json nor text/csv", "content": problem},
+                "422": {"description": "a bad value; `errors` names row and field", "content": problem},
+                "503": {"description": "the decision database did not answer", "content": problem},
+            },
+        }},
+        "/model/performance": {"get": {
+            "summary": "Realized and expected performance per model version",
+            "parameters": [
+                {"name": "since", "in": "query", "required": False, "schema": time,
+                 "description": "decisions made at or after this time"},
+                {"name": "until", "in": "query", "required": False, "schema": time,
+                 "description": "decisions made before this time"},
+                {"name": "version", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "by", "in": "query", "required": False, "schema": {"type": "string", "enum": ["week"]},
+                 "description": "week: weekly figures under each version as well"},
+            ],
+            "responses": {
+                "200": {"description": "by_version: decisions, with_outcome, realized and expected figures",
+                        "content": {"application/json": {"schema": {"type": "object", "required": ["by_version"]}}}},
+                "400": {"description": "a bad since, until or by", "content": problem},
+                "404": {"description": "the decision log is off", "content": problem},
+                "503": {"description": "the decision database did not answer", "content": problem},
+            },
+        }},
+    }
