@@ -292,3 +292,25 @@ print(n, round(float(gaps.max()), 4))
     recorded, worst_gap = done.stdout.split()
     assert int(recorded) == 200
     assert float(worst_gap) < 0.04, f"the hub stood still for {worst_gap} s while the writer committed"
+
+
+def test_the_log_recovers_by_itself_when_postgresql_comes_back():
+    """A server stopped under the log: requests fail (naming the cause) while it is down, and the
+    next request after it is back is recorded, with no restart of the log."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        log = DecisionLog(server.new_database())
+        log.record("v", "before", None, None, [0.1], [0])
+        server.pg_ctl("stop")
+        with pytest.raises(DecisionLogUnavailable):
+            log.record("v", "during", None, None, [0.2], [0])
+        assert log.check().up is False
+        server.pg_ctl("start")
+        log.record("v", "after", None, None, [0.3], [0])
+        assert log.check().up is True
+        assert [r["request_id"] for r in rows(log)] == ["before", "after"]
+        log.close()
+    finally:
+        server.stop()
