@@ -125,14 +125,14 @@ def test_failure_exits_non_zero_and_leaves_out_untouched(runs, case):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("missing_columns", ["missing columns", "x7", "x55"]),
+    ("missing_columns", ["required column(s)", "x7", "x55"]),
     ("target_not_binary", ["row 5 (line 6)", "y='2'", "0 or 1"]),
     ("bad_currency", ["row 3 (line 4)", "x12='$1,2x'", "currency"]),
     ("bad_percent", ["row 7 (line 8)", "x63='abc%'", "percentage"]),
     ("unknown_category", ["row 4 (line 5)", "x5='funday'", "expected one of", "monday"]),
     ("empty_file", ["rows.csv", "empty"]),
-    ("png_file", ["picture.png", "not a UTF-8 text CSV"]),
-    ("json_file", ["rows.json", "missing columns"]),
+    ("png_file", ["picture.png", "not valid UTF-8"]),
+    ("json_file", ["rows.json", "required column(s)"]),
     ("nonexistent_file", ["missing.csv", "no such file"]),
 ])
 def test_failure_message_says_what_is_wrong(runs, case, expected):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..schema import Profile
+from ..resources import Profile
 from ..training import data as training_data
 from ..training import fit, save, synthetic
 
