@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need into .venv, run the whole suite with coverage, and fail under 95%.
+# Install what the tests need and this project (editable) into .venv, run the whole suite with
+# coverage, and fail under 95%.
 #   ./run_tests.sh               everything (what CI runs)
 #   ./run_tests.sh --quick       the in-process tier (marker "quick"), in under a minute, no coverage
 # Extra arguments go to pytest, e.g. ./run_tests.sh -k parity -x

@@ -63,8 +63,8 @@ def write_parquet(path: Path, frames: Iterator[pd.DataFrame], columns: list[str]
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ad_purchase.cli.sample", description=__doc__,
+def main(argv: list[str] | None = None, prog: str = "python -m ad_purchase.cli.sample") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rows", type=int, help="how many rows")
     parser.add_argument("-o", "--output", type=Path, required=True,

@@ -34,8 +34,8 @@ class Stopwatch:
         self.printer(f"[{time.perf_counter() - self.start:6.1f}s] {message}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
+def parse_args(argv: list[str] | None, prog: str = "train.py") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="CSV with columns x0..x99 and y in the client's raw format")
@@ -69,8 +69,8 @@ def _report_writer(say: Callable[[str], None], outcome, profile: Profile) -> Cal
     return write
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    args = parse_args(argv, prog)
     held = model_files_in(args.out)
     if held and not args.force:
         print(f"error: {args.out} already holds a model ({', '.join(held)}); pass --force to replace it",
