@@ -6,8 +6,9 @@ A ```bash block whose lines start with `$ ` shows commands and their output: the
 the commands, the others output.  In any other block every line is a command.  A line ending in
 a backslash goes on on the next.  The server the curl examples talk to is the README's own
 (`./run_api.sh`), started in the background on PORT 1313, or on a free port when 1313 is taken
-(then only the port in the curl commands is rewritten).  Commands this machine cannot run are
-listed in SKIPPED with the reason; every other command must exit 0.
+(then only the port in the curl commands is rewritten).  The commands not run are listed in
+SKIPPED with the reason (a cluster this machine lacks; the whole suite, which would run this
+test again); every other command must exit 0.
 """
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 README_PORT = 1313
 
-# Commands not run, by how they start, and why.
+# Commands not run (a pattern matched from the start), and why.
 SKIPPED = {
-    "./run_tests.sh": "runs the whole test suite, this test among it",
-    "spark-submit --master yarn": "needs a YARN cluster and HDFS",
+    r"\./run_tests\.sh\s*(#.*)?$": "runs the whole suite, this test among it: it would run itself",
+    r"spark-submit --master yarn ": "needs a YARN cluster and HDFS",
 }
 # Commands that serve until stopped: started in the background, stopped at the end.
 SERVERS = ("./run_api.sh",)
@@ -77,8 +78,8 @@ def readme_commands(text: str = README) -> list[Command]:
 
 
 def skip_reason(command: str) -> str | None:
-    for start, reason in SKIPPED.items():
-        if command.startswith(start):
+    for pattern, reason in SKIPPED.items():
+        if re.match(pattern, command):
             return reason
     if NEEDS_JAVA in command and shutil.which("java") is None:
         return "needs a Java runtime (Java 17) for Spark"
@@ -107,8 +108,11 @@ def test_the_commands_are_read_from_the_bash_blocks_as_a_reader_reads_them():
 
 def test_the_readme_has_the_commands_this_test_knows_about():
     commands = [c.text for c in readme_commands()]
-    for start in [*SKIPPED, *SERVERS]:
+    for pattern in SKIPPED:
+        assert any(re.match(pattern, c) for c in commands), f"{pattern!r} matches no command of the README"
+    for start in SERVERS:
         assert any(c.startswith(start) for c in commands), f"{start!r} is no longer in the README"
+    assert skip_reason("./run_tests.sh --quick") is None
     assert any("localhost:1313" in c for c in commands)
     assert any(".venv/bin/ad-purchase sample" in c and c.split()[-1].endswith(".parquet") for c in commands)
     # One spelling: every Python command goes through the installed console script.
@@ -144,16 +148,12 @@ def scratch_checkout(target: Path) -> Path:
 
 
 def fresh_venv(checkout: Path) -> None:
-    """.venv in the scratch checkout: a new virtual environment with the runtime requirements,
-    the project in editable mode, and PySpark where Spark can run."""
+    """.venv in the scratch checkout: a new virtual environment with the requirements (those of
+    the tests too, which the README's test commands run) and the project in editable mode."""
     python = shutil.which("python3") or sys.executable
     subprocess.run([python, "-m", "venv", str(checkout / ".venv")], check=True, timeout=300)
-    extra = []
-    if shutil.which("java"):
-        extra = [line.split()[0] for line in (checkout / "requirements-dev.txt").read_text().splitlines()
-                 if line.startswith("pyspark==")]
     done = subprocess.run([str(checkout / ".venv" / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                           "-r", "requirements.txt", "--editable", ".", *extra],
+                           "-r", "requirements-dev.txt", "--editable", "."],
                           cwd=checkout, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -169,7 +169,10 @@ def readme_port() -> int:
 
 
 def environment(port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES and k != "VIRTUAL_ENV"}
+    # Not the service's settings of this run, nor this run's coverage measurement (the README's
+    # test commands measure their own).
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES and k != "VIRTUAL_ENV"
+           and not k.startswith(("COV_CORE_", "COVERAGE_"))}
     # The README's ./run_api.sh serves from .venv when no Docker engine answers; make sure none
     # does, so the server is the one of this checkout.
     env.update(PORT=str(port), DOCKER_HOST="unix:///nonexistent/docker.sock")
@@ -249,6 +252,7 @@ def test_every_readme_command_runs_as_printed_and_leaves_nothing_untracked(tmp_p
     assert ran and len(ran) + len(skipped) + len(servers) == len(readme_commands())
     # The venv step of the scripts recorded what it installed (it installs again only on change).
     assert (checkout / ".venv" / ".installed-requirements.txt").is_file()
+    assert (checkout / ".venv" / ".installed-requirements-dev.txt").is_file()
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=checkout,
                             check=True, capture_output=True, text=True).stdout
     untracked = [line[3:] for line in status.splitlines() if line.startswith("??")]
