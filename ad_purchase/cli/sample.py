@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m ad_purchase.cli.s
         parser.error("rows must be at least 1")
     kind = FORMATS.get(args.output.suffix.lower())
     if kind is None:
-        print(f"error: {args.output}: the file name must end in {', '.join(FORMATS)} (CSV or Parquet)",
+        print(f"error: {args.output}: the file name must end in {' or '.join(FORMATS)} (CSV or Parquet)",
               file=sys.stderr)
         return EXIT_USAGE
     columns = [*FIELDS, TARGET] if args.with_target else list(FIELDS)
