@@ -292,7 +292,10 @@ def read_levels(field: str, column) -> tuple[np.ndarray, Bad]:
     """Level codes of a categorical column: the common spellings by one lookup each (a list of
     values), or each distinct spelling read once (an Arrow column, dictionary-encoded)."""
     if isinstance(column, list):
-        codes = list(map(_COMMON_CODES[field].get, column))
+        try:
+            codes = list(map(_COMMON_CODES[field].get, column))
+        except TypeError:              # an object or array among the values: each is read alone
+            codes = [None] * len(column)
         if None not in codes:
             return np.array(codes, dtype=np.int8), []
         found = np.array([MISSING_CODE if code is None else code for code in codes], dtype=np.int8)
