@@ -161,7 +161,7 @@ def test_log_off_scores_without_a_database(tmp_path):
 
 @pytest.mark.parametrize("name, value, allowed", [
     ("DECISION_LOG", "sometimes", "required, best-effort, off"),
-    ("DATABASE_URL", "mysql://db/x", "sqlite:/// or postgresql://"),
+    ("DATABASE_URL", "mysql://db/x", "sqlite:///PATH or postgresql://"),
     ("DECISION_RETENTION_DAYS", "0", "1 or more"),
     ("DECISION_RETENTION_DAYS", "ten", "whole number"),
     ("ID_FIELD", "x3", "x0..x99"),

@@ -1,63 +1,110 @@
-"""The service's settings: typed, each from the environment variable of the same name."""
+"""Every setting of the service, typed: each is read from the environment variable of the same
+name, once, here, and checked at start.  A value that does not fit stops the service with one
+line naming the variable, the value and what is allowed.  gunicorn.conf.py reads its settings
+from here too; nothing else in the package reads the environment for a setting."""
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Mapping
 
-from .. import HOME
-from ..schema import MAX_BATCH_ROWS
+from .. import HOME, machine_cores
+from ..resources import DEFAULT_MODEL_DIR
+from ..schema import FIELDS, MAX_BATCH_ROWS
 
-# The decision log's settings, checked at start (see ad_purchase/decisions).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The decision log's settings (see ad_purchase/decisions).
 DECISION_LOG_MODES = ("required", "best-effort", "off")
 DATABASE_SCHEMES = ("sqlite://", "postgresql://", "postgres://", "postgresql+psycopg://")
+DEFAULT_WORKER = "ad_purchase.serving.worker.SlowClientWorker"
 
 
 @dataclass(frozen=True)
 class Settings:
-    MODEL_DIR: str = str(HOME / "objs")
+    PORT: int = 1313
+    MODEL_DIR: str = str(DEFAULT_MODEL_DIR)
     MAX_BATCH_ROWS: int = MAX_BATCH_ROWS
     MAX_CONTENT_LENGTH: int = 64 * 1024 * 1024   # bytes; a 10,000-row batch is about 20 MB
-    DRIFT_FLUSH_SECONDS: int = 5
     BODY_TIMEOUT: int = 10                       # seconds a request body may pause before 408
-    DATABASE_URL: str = "sqlite:///" + str(HOME / "var" / "decisions.sqlite3")   # the decision log
+    ID_FIELD: str = "customer_id"                # the key of the client's own record id
+    # The decision log: an SQLite file (default: var/ beside the package) or postgresql://...
+    DATABASE_URL: str = "sqlite:///" + str(HOME / "var" / "decisions.sqlite3")
     DATABASE_URL_FILE: str = ""                  # a file holding DATABASE_URL (a mounted Secret); wins
     DECISION_LOG: str = "required"               # required (503 when not recorded), best-effort, off
     DECISION_RETENTION_DAYS: int = 400           # decisions older than this are deleted
-    ID_FIELD: str = "customer_id"                # the key of the client's record id in a record
+    LOG_LEVEL: str = "INFO"
+    DRIFT_FLUSH_SECONDS: int = 5                 # 0: at every request
+    # gunicorn
+    WEB_CONCURRENCY: int = 0                     # worker processes; 0: one per core
+    WORKER_CLASS: str = DEFAULT_WORKER
+    WORKER_CONNECTIONS: int = 1000               # per worker, slow ones included
+    THREADS: int = 4                             # gthread only
+    TIMEOUT: int = 60                            # a 10,000-row batch takes well under 1 s
+    GRACEFUL_TIMEOUT: int = 30                   # SIGTERM: in-flight requests finish
+    KEEPALIVE: int = 5                           # idle keep-alive, and the time to send headers
+    MAX_REQUESTS: int = 50_000                   # a worker is recycled after this many (0: never)
+    MAX_REQUESTS_JITTER: int = 5_000
+    WORKER_TMP_DIR: str = tempfile.gettempdir()  # heartbeat files
+    PROMETHEUS_MULTIPROC_DIR: str = ""           # set by gunicorn.conf.py: metrics shared by workers
 
     @classmethod
-    def from_env(cls, environ: dict, overrides: dict | None = None) -> "Settings":
-        """Settings from `environ` (os.environ), with `overrides` taking precedence; a value that
-        is not a whole number where one is needed stops the service with a clear message."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping | None = None) -> "Settings":
+        """Settings from `environ` (os.environ by default), `overrides` taking precedence."""
+        environ = os.environ if environ is None else environ
         values = {}
         for item in fields(cls):
             raw = (overrides or {}).get(item.name, environ.get(item.name))
-            if raw is not None:
+            if raw is None or raw == "":
+                continue
+            if item.type == "int":
                 try:
-                    values[item.name] = int(raw) if item.type == "int" else str(raw)
-                except ValueError:
-                    raise SystemExit(f"configuration error: {item.name}={raw!r} is not a whole number") from None
+                    values[item.name] = int(raw)
+                except (TypeError, ValueError):
+                    _refuse(item.name, raw, "a whole number")
+            else:
+                values[item.name] = str(raw)
         if values.get("DATABASE_URL_FILE"):
             try:
                 values["DATABASE_URL"] = Path(values["DATABASE_URL_FILE"]).read_text().strip()
             except OSError as exc:
-                raise SystemExit(f"configuration error: DATABASE_URL_FILE={values['DATABASE_URL_FILE']!r} "
-                                 f"cannot be read ({exc.strerror}); it must name a readable file") from None
+                _refuse("DATABASE_URL_FILE", values["DATABASE_URL_FILE"], f"a readable file ({exc.strerror})")
         settings = cls(**values)
-        settings._check_decision_settings()
+        settings.check()
         return settings
 
-    def _check_decision_settings(self) -> None:
-        """One line naming the variable, its value and what is allowed, for a value that cannot work."""
+    def check(self) -> None:
+        """Values in range; the first one that is not stops the service."""
+        at_least = {"PORT": 1, "MAX_BATCH_ROWS": 1, "MAX_CONTENT_LENGTH": 1, "BODY_TIMEOUT": 1,
+                    "DRIFT_FLUSH_SECONDS": 0, "WEB_CONCURRENCY": 0, "WORKER_CONNECTIONS": 1, "THREADS": 1,
+                    "TIMEOUT": 1, "GRACEFUL_TIMEOUT": 0, "KEEPALIVE": 1, "MAX_REQUESTS": 0, "MAX_REQUESTS_JITTER": 0}
+        for name, least in at_least.items():
+            if getattr(self, name) < least:
+                _refuse(name, getattr(self, name), f"a whole number of at least {least}")
+        if self.PORT > 65535:
+            _refuse("PORT", self.PORT, "a port number from 1 to 65535")
+        if self.LOG_LEVEL.upper() not in LOG_LEVELS:
+            _refuse("LOG_LEVEL", self.LOG_LEVEL, "one of " + ", ".join(LOG_LEVELS))
+        if self.ID_FIELD in FIELDS or not self.ID_FIELD.strip():
+            _refuse("ID_FIELD", self.ID_FIELD, "a key other than the fields x0..x99")
         if self.DECISION_LOG not in DECISION_LOG_MODES:
-            raise SystemExit(f"configuration error: DECISION_LOG={self.DECISION_LOG!r} is not one of "
-                             f"{', '.join(DECISION_LOG_MODES)}")
-        if not self.DATABASE_URL.startswith(DATABASE_SCHEMES):
-            raise SystemExit("configuration error: DATABASE_URL must start with sqlite:/// or postgresql://, "
-                             f"not {self.DATABASE_URL.split('://')[0][:40]!r}")
+            _refuse("DECISION_LOG", self.DECISION_LOG, "one of " + ", ".join(DECISION_LOG_MODES))
+        if not self.DATABASE_URL.startswith(DATABASE_SCHEMES):     # the scheme only: a URL may hold a password
+            _refuse("DATABASE_URL", self.DATABASE_URL.split("://")[0][:40] + "://...",
+                    "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
         if self.DECISION_RETENTION_DAYS < 1:
-            raise SystemExit(f"configuration error: DECISION_RETENTION_DAYS={self.DECISION_RETENTION_DAYS} "
-                             "must be a whole number of days, 1 or more")
-        if not self.ID_FIELD.strip() or self.ID_FIELD in {f"x{i}" for i in range(100)}:
-            raise SystemExit(f"configuration error: ID_FIELD={self.ID_FIELD!r} must be a non-empty key other "
-                             "than the model's input fields x0..x99")
+            _refuse("DECISION_RETENTION_DAYS", self.DECISION_RETENTION_DAYS, "a whole number of days, 1 or more")
+
+    @property
+    def workers(self) -> int:
+        return self.WEB_CONCURRENCY or machine_cores()
+
+    @property
+    def log_level(self) -> int:
+        return getattr(logging, self.LOG_LEVEL.upper())
+
+
+def _refuse(name: str, value, allowed: str) -> None:
+    raise SystemExit(f"configuration error: {name}={value!r} is not allowed; expected {allowed}")
