@@ -51,7 +51,7 @@ def test_realized_and_expected_figures_end_to_end(app_client):
     phat = np.array([d["phat"] for d in scored])
     chosen = np.array([d["business_outcome"] for d in scored])
     drawn = (np.random.default_rng(2).uniform(size=len(phat)) < phat).astype(int)
-    reports = [{"request_id": d["request_id"], "row": d["row"], "outcome": int(y)} for d, y in zip(scored, drawn)]
+    reports = [{"customer_id": d["customer_id"], "outcome": int(y)} for d, y in zip(scored, drawn)]
     reports.append({"customer_id": "no-such-customer", "outcome": 1})
     first = send(client, reports)
     assert first.status_code == 200, first.get_data(as_text=True)
@@ -182,3 +182,22 @@ def test_database_url_from_a_mounted_secret_file(tmp_path):
     with pytest.raises(SystemExit) as stopped:
         Settings.from_env({"DATABASE_URL_FILE": str(tmp_path / "absent")})
     assert "DATABASE_URL_FILE" in str(stopped.value) and "absent" in str(stopped.value)
+
+
+def test_an_id_scored_twice_over_http_gets_the_outcome_on_its_latest_decision(app_client, database_url):
+    from sqlalchemy import create_engine, text
+
+    from ad_purchase.decisions.store import normalize_url
+    record = json.loads(open("examples/single.json").read())
+    for request_id in ("first-time", "second-time"):
+        answered = app_client.post("/predict", data=json.dumps({**record, "customer_id": "twice"}),
+                                   headers={"Content-Type": JSON, "X-Request-ID": request_id})
+        assert answered.status_code == 200
+        assert "customer_id" not in answered.get_json()          # the answer body does not change
+    assert send(app_client, [{"customer_id": "twice", "outcome": 1}]).get_json()["recorded"] == 1
+    engine = create_engine(normalize_url(database_url))
+    with engine.connect() as connection:
+        found = connection.execute(text("SELECT d.request_id, d.record_id, o.outcome FROM decisions d "
+                                        "LEFT JOIN outcomes o ON o.decision_id = d.id ORDER BY d.id")).all()
+    engine.dispose()
+    assert [tuple(row) for row in found] == [("first-time", "twice", None), ("second-time", "twice", 1)]
