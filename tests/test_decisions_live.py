@@ -95,6 +95,10 @@ def test_kill_9_and_sigterm_under_load_lose_no_answered_decision(live_url, tmp_p
                             "a replacement worker")
             time.sleep(1.5)
         killed_phase = dict(load.answered)
+        metrics = server.get("/metrics").body.decode()
+        assert "decision_log_database_up 1.0" in metrics
+        recorded_total = float(metrics.split("\ndecisions_recorded_total ")[1].split()[0])
+        assert recorded_total >= len(killed_phase)      # every worker's count, the killed one's too
         assert len(killed_phase) > 200, f"only {len(killed_phase)} answers under load"
         assert_all_recorded(killed_phase, live_url)
         print(f"[decisions] kill -9 phase: {len(killed_phase)} answered, {load.failed} not answered, all recorded")
@@ -118,3 +122,31 @@ def test_kill_9_and_sigterm_under_load_lose_no_answered_decision(live_url, tmp_p
     assert window[0]["with_outcome"] == before["by_version"][0]["with_outcome"]
     assert window[0]["realized"] == before["by_version"][0]["realized"]
     assert window[0]["decisions"] >= before["by_version"][0]["decisions"] + len(load.answered)
+
+
+def test_postgresql_stopped_under_a_live_server_gives_503_then_recovers(tmp_path):
+    """The database goes away under a running gunicorn: /predict answers 503 naming it, /ready
+    says so, the up gauge reads 0; once it is back, the same server answers and records again."""
+    from postgres_server import PostgresServer
+
+    database = PostgresServer.start()
+    try:
+        url = database.new_database()
+        with running(tmp_path / "down", workers=1, DATABASE_URL=url) as server:
+            assert server.post("/predict", SINGLE, headers={"X-Request-ID": "up-1"}).status == 200
+            database.pg_ctl("stop")
+            refused = server.post("/predict", SINGLE, headers={"X-Request-ID": "down-1"})
+            assert refused.status == 503
+            problem = refused.json()
+            assert problem["type"].endswith("decision-log-unavailable")
+            assert "PostgreSQL database" in problem["detail"] and "127.0.0.1" in problem["detail"]
+            ready = server.get("/ready")
+            assert ready.status == 503 and ready.json()["decision_log"]["state"] == "down"
+            assert "decision_log_database_up 0.0" in server.get("/metrics").body.decode()
+            database.pg_ctl("start")
+            assert server.post("/predict", SINGLE, headers={"X-Request-ID": "up-2"}).status == 200
+            assert server.get("/ready").status == 200
+            assert "decision_log_database_up 1.0" in server.get("/metrics").body.decode()
+        assert set(recorded(url)) == {"up-1", "up-2"}
+    finally:
+        database.stop()

@@ -156,12 +156,15 @@ class DecisionLog:
                                         registry=registry)
         self.batch_size = Histogram("decision_log_batch_rows", "Rows per committed batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000, 10000), registry=registry)
+        # Across gunicorn's processes the most recent write or check speaks (a process that never
+        # tried, such as the master after start, does not hold the figure at a stale value).
         self.up = Gauge("decision_log_database_up", "1 when the decision database answered the last write or "
-                        "check, 0 when it did not", registry=registry, multiprocess_mode="livemin")
+                        "check, 0 when it did not", registry=registry, multiprocess_mode="livemostrecent")
         if mode != "off":
             try:
                 self._migrate()
                 self._purge()
+                self._set_health(True)
             except Exception as exc:      # the service starts; requests and /ready report the cause
                 self._set_health(False, exc)
                 log.error("decision log: %s is not usable at start (%s); will retry on the first request",
