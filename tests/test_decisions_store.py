@@ -314,3 +314,28 @@ def test_the_log_recovers_by_itself_when_postgresql_comes_back():
         log.close()
     finally:
         server.stop()
+
+
+def test_binned_figures_from_database_sums_match_the_exact_ones(database_url):
+    log = DecisionLog(database_url)
+    rng = np.random.default_rng(9)
+    phat = rng.beta(2, 3, 4000)
+    chosen = (phat >= 0.6).astype(int)
+    drawn = (rng.uniform(size=len(phat)) < phat).astype(int)
+    log.record("v9", "many", None, [f"b{i}" for i in range(len(phat))], phat, chosen)
+    body = ",".join(f'{{"customer_id": "b{i}", "outcome": {int(y)}}}' for i, y in enumerate(drawn[:3000]))
+    outcomes.submit(log.write_engine, outcomes.parse_json(f"[{body}]".encode(), "customer_id", 5000))
+    with log.read_engine.connect() as connection:
+        exact = performance.report(performance.load(connection))["by_version"][0]
+        binned = performance.report_binned(performance.load_binned(connection))["by_version"][0]
+        assert performance.count(connection) == 4000
+    assert (binned["decisions"], binned["with_outcome"]) == (4000, 3000)
+    for basis in ("realized", "expected"):
+        for name in ("auc", "log_loss", "brier", "precision_at_cutoff", "recall_at_cutoff", "lift_at_cutoff"):
+            assert binned[basis][name] == pytest.approx(exact[basis][name], abs=1e-5), (basis, name)
+        for got, want in zip(binned[basis]["calibration"], exact[basis]["calibration"]):
+            assert got["count"] == want["count"]
+            for key in ("mean_phat", "outcome_rate"):
+                assert got[key] == pytest.approx(want[key], abs=1e-12)
+    assert binned["realized"]["brier"] == pytest.approx(brier_score_loss(drawn[:3000], phat[:3000]), abs=1e-9)
+    log.close()

@@ -175,6 +175,38 @@ def load(connection, since: datetime | None = None, until: datetime | None = Non
     return from_rows(rows)
 
 
+def _window(query, since, until, version):
+    if since is not None:
+        query = query.where(decisions.c.decided_at >= since)
+    if until is not None:
+        query = query.where(decisions.c.decided_at < until)
+    if version is not None:
+        query = query.where(decisions.c.model_version == version)
+    return query
+
+
+def count(connection, since: datetime | None = None, until: datetime | None = None,
+          version: str | None = None) -> int:
+    from sqlalchemy import func
+    return connection.execute(_window(select(func.count()).select_from(decisions), since, until, version)).scalar()
+
+
+def weeks(connection, since, until, version) -> list[tuple[datetime, datetime]]:
+    """The weeks (Monday to Monday, cut to the window) that hold decisions of the window."""
+    from sqlalchemy import func
+    first, last = connection.execute(_window(select(func.min(decisions.c.decided_at), func.max(decisions.c.decided_at)),
+                                             since, until, version)).one()
+    if first is None:
+        return []
+    first, last = (moment if isinstance(moment, datetime) else datetime.fromisoformat(moment) for moment in (first, last))
+    found, start = [], week_start(first)
+    while start <= last:
+        end = start + timedelta(days=7)
+        found.append((max(start, since) if since else start, min(end, until) if until else end))
+        start = end
+    return found
+
+
 def from_rows(rows) -> Frame:
     if not rows:
         return Frame(np.zeros(0, dtype=object), np.zeros(0, dtype=object), np.zeros(0), np.zeros(0, dtype=int),
@@ -182,3 +214,103 @@ def from_rows(rows) -> Frame:
     decided, version, phat, chosen, outcome = zip(*rows)
     return Frame(np.array(decided, dtype=object), np.array(version, dtype=object), np.array(phat, dtype=float),
                  np.array(chosen, dtype=int), np.array([-1 if o is None else o for o in outcome], dtype=int))
+
+
+# ---------------------------------------------------------------------------- binned figures
+#
+# The exact figures above need every decision of the window in memory.  For large windows (and
+# for the Prometheus gauges, computed at every scrape) the database adds the decisions up instead,
+# in FINE_BINS bins of phat per version, business outcome and outcome; the figures come from those
+# sums.  Counts, Brier, precision, recall, lift and calibration stay exact; AUC counts decisions in
+# one fine bin as ties and log loss uses each bin's mean phat (both differ from the exact figures
+# by far less than anything an alert looks at).
+
+FINE_BINS = 10_000
+
+
+def load_binned(connection, since: datetime | None = None, until: datetime | None = None,
+                version: str | None = None) -> list[tuple]:
+    """(version, bin, business_outcome, outcome or None, count, sum of phat, sum of phat squared)."""
+    from sqlalchemy import Integer, cast, func
+
+    scaled = decisions.c.phat * FINE_BINS
+    bucket = cast(scaled, Integer) if connection.dialect.name == "sqlite" else cast(func.floor(scaled), Integer)
+    bucket = bucket.label("bucket")
+    query = (select(decisions.c.model_version, bucket, decisions.c.business_outcome, outcomes.c.outcome,
+                    func.count(), func.sum(decisions.c.phat), func.sum(decisions.c.phat * decisions.c.phat))
+             .select_from(decisions.outerjoin(outcomes, outcomes.c.decision_id == decisions.c.id))
+             .group_by(decisions.c.model_version, bucket, decisions.c.business_outcome, outcomes.c.outcome))
+    if since is not None:
+        query = query.where(decisions.c.decided_at >= since)
+    if until is not None:
+        query = query.where(decisions.c.decided_at < until)
+    if version is not None:
+        query = query.where(decisions.c.model_version == version)
+    return [tuple(row) for row in connection.execute(query)]
+
+
+def _binned_auc(bins: np.ndarray, weight_pos: np.ndarray, weight_neg: np.ndarray, self_pairs: float = 0.0):
+    """AUC of positives against negatives weighted per bin, ties within a bin counting half."""
+    pos = np.bincount(bins, weights=weight_pos, minlength=FINE_BINS + 1)
+    neg = np.bincount(bins, weights=weight_neg, minlength=FINE_BINS + 1)
+    below = np.concatenate(([0.0], np.cumsum(neg)[:-1]))
+    pairs = pos.sum() * neg.sum() - self_pairs
+    if pairs <= 0:
+        return None
+    return float((np.sum(pos * below) + 0.5 * (np.sum(pos * neg) - self_pairs)) / pairs)
+
+
+def _binned_figures(rows: list[tuple]) -> dict[str, Any]:
+    if not rows:
+        return {"decisions": 0, "with_outcome": 0, "realized": _empty(), "expected": _empty()}
+    _, bucket, chosen, outcome, count, phat_sum, square_sum = (np.array(column, dtype=object) for column in zip(*rows))
+    bucket = np.minimum(bucket.astype(int), FINE_BINS)
+    chosen = chosen.astype(int)
+    count = count.astype(float)
+    phat_sum, square_sum = phat_sum.astype(float), square_sum.astype(float)
+    mean = phat_sum / count
+    known = np.array([o is not None for o in outcome])
+    y = np.array([0 if o is None else o for o in outcome], dtype=float)
+
+    def figures_of(n, positives, p_sum, squares, cross, hits, picked, bins, w_pos, w_neg, self_pairs,
+                   log_terms, cal_rate) -> dict[str, Any]:
+        if n == 0:
+            return _empty()
+        precision = hits / picked if picked else None
+        base = positives / n
+        lift = precision / base if precision is not None and base > 0 else None
+        decile = np.minimum(bins // (FINE_BINS // BINS), BINS - 1)
+        counts = np.bincount(decile, weights=cal_rate[0], minlength=BINS)
+        phats = np.bincount(decile, weights=cal_rate[1], minlength=BINS)
+        rates = np.bincount(decile, weights=cal_rate[2], minlength=BINS)
+        calibration = [{"lower": i / BINS, "upper": (i + 1) / BINS, "count": int(counts[i]),
+                        "mean_phat": float(phats[i] / counts[i]) if counts[i] else None,
+                        "outcome_rate": float(rates[i] / counts[i]) if counts[i] else None} for i in range(BINS)]
+        return {"auc": _binned_auc(bins, w_pos, w_neg, self_pairs), "log_loss": _clean(log_terms / n),
+                "brier": _clean((squares - 2 * cross + positives) / n), "precision_at_cutoff": _clean(precision),
+                "recall_at_cutoff": _clean(hits / positives) if positives else None, "lift_at_cutoff": _clean(lift),
+                "outcome_rate": float(base), "calibration": calibration}
+
+    clipped = np.clip(mean, EPS, 1 - EPS)
+    k = known
+    real = figures_of(count[k].sum(), (count * y)[k].sum(), phat_sum[k].sum(), square_sum[k].sum(),
+                      (phat_sum * y)[k].sum(), (count * y)[k & (chosen == 1)].sum(), count[k & (chosen == 1)].sum(),
+                      bucket[k], (count * y)[k], (count * (1 - y))[k], 0.0,
+                      -np.sum((count * (y * np.log(clipped) + (1 - y) * np.log1p(-clipped)))[k]),
+                      (count[k], phat_sum[k], (count * y)[k]))
+    entropy = -(mean * np.log(clipped) + (1 - mean) * np.log1p(-clipped))
+    expect = figures_of(count.sum(), phat_sum.sum(), phat_sum.sum(), square_sum.sum(), square_sum.sum(),
+                        phat_sum[chosen == 1].sum(), count[chosen == 1].sum(),
+                        bucket, phat_sum, count - phat_sum, float(np.sum(phat_sum - square_sum)),
+                        float(np.sum(count * entropy)), (count, phat_sum, phat_sum))
+    # Expected Brier is the mean of phat (1 - phat): sum(p) - sum(p^2), which figures_of gives as
+    # (sum p^2 - 2 sum p^2 + sum p) / n.
+    return {"decisions": int(count.sum()), "with_outcome": int(count[k].sum()), "realized": real, "expected": expect}
+
+
+def report_binned(rows: list[tuple]) -> dict[str, Any]:
+    """The report of `report`, from load_binned's sums."""
+    by_version = []
+    for version in sorted({row[0] for row in rows}):
+        by_version.append({"version": version, **_binned_figures([row for row in rows if row[0] == version])})
+    return {"by_version": by_version}

@@ -24,7 +24,8 @@ log = logging.getLogger("api")
 decision_routes = Blueprint("decision_routes", __name__)
 
 MAX_OUTCOME_ROWS = 100_000         # outcomes in one request; larger files: the bulk load command
-GAUGE_WINDOW_DAYS = 90             # the Prometheus figures cover the decisions of this many days ...
+EXACT_ROWS = 1_000_000             # windows with more decisions get figures from binned sums
+GAUGE_WINDOW_DAYS = 90             # the Prometheus figures (always binned) cover this many days ...
 GAUGE_SECONDS = 60                 # ... recomputed at most this often per worker
 
 
@@ -108,19 +109,33 @@ def model_performance() -> Response:
                        "invalid-query-parameter", parameter="by")
     version = request.args.get("version")
     try:
-        frame = decisions.run(_load, decisions, since, until, version)
+        body = decisions.run(_report, decisions, since, until, version, by == "week")
     except Exception as exc:
         log.error("performance not computed: %s", exc)
         return _unavailable(f"{decisions.where} did not answer ({type(exc).__name__})")
-    body = performance.report(frame, by_week=by == "week")
     body["window"] = {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None,
                       "version": version}
     return _json(body)
 
 
-def _load(decisions, since, until, version):
+def _report(decisions, since, until, version, by_week: bool) -> dict:
+    """Exact figures from every decision of the window when it holds at most EXACT_ROWS of them;
+    beyond, figures from the database's sums per fine bin of phat (`method` says which)."""
     with decisions.read_engine.connect() as connection:
-        return performance.load(connection, since, until, version)
+        if performance.count(connection, since, until, version) <= EXACT_ROWS:
+            return {**performance.report(performance.load(connection, since, until, version), by_week),
+                    "method": "exact"}
+        body = performance.report_binned(performance.load_binned(connection, since, until, version))
+        if by_week:
+            for entry in body["by_version"]:
+                entry["weeks"] = [
+                    {"week_start": start.date().isoformat(),
+                     **performance.report_binned(performance.load_binned(connection, start, end,
+                                                                         entry["version"]))["by_version"][0]}
+                    for start, end in performance.weeks(connection, since, until, entry["version"])]
+                for week in entry["weeks"]:
+                    week.pop("version", None)
+        return {**body, "method": "binned"}
 
 
 def readiness(svc) -> tuple[dict | None, Response | None]:
@@ -141,6 +156,11 @@ def readiness(svc) -> tuple[dict | None, Response | None]:
     return state, None
 
 
+def _binned(decisions, since) -> dict:
+    with decisions.read_engine.connect() as connection:
+        return performance.report_binned(performance.load_binned(connection, since))
+
+
 _gauges_lock = threading.Lock()
 _gauges_cache: dict[int, tuple[float, bytes]] = {}
 
@@ -156,11 +176,10 @@ def exposition(svc) -> bytes:
     if cached and time.monotonic() - cached[0] < GAUGE_SECONDS:
         return cached[1]
     try:
-        frame = decisions.run(_load, decisions, utcnow() - timedelta(days=GAUGE_WINDOW_DAYS), None, None)
+        report = decisions.run(_binned, decisions, utcnow() - timedelta(days=GAUGE_WINDOW_DAYS))
     except Exception as exc:
         log.error("performance gauges not computed: %s", exc)
         return b""
-    report = performance.report(frame)
     figures = GaugeMetricFamily("model_performance", f"Realized and expected figures per model version over "
                                 f"the last {GAUGE_WINDOW_DAYS} days", labels=["version", "basis", "figure"])
     counts = GaugeMetricFamily("model_decisions", f"Decisions per model version in the last {GAUGE_WINDOW_DAYS} "
