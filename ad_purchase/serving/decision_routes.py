@@ -60,8 +60,10 @@ def post_outcomes() -> Response:
     decisions, refused = _log_or_problem()
     if refused:
         return refused
-    id_field = _service().settings.ID_FIELD
-    body = request.get_data(cache=False)
+    from .routes import request_body          # (routes imports this module)
+    settings = _service().settings
+    id_field = settings.ID_FIELD
+    body = request_body(settings.MAX_CONTENT_LENGTH, settings.BODY_TIMEOUT)
     try:
         if request.mimetype == "text/csv":
             items = outcomes.parse_csv(body, id_field, MAX_OUTCOME_ROWS)
