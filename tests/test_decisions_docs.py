@@ -36,3 +36,20 @@ def test_the_outcome_examples_are_real_answers(tmp_path):
 def test_the_settings_table_names_every_decision_setting():
     for name in ("DATABASE_URL", "DATABASE_URL_FILE", "DECISION_LOG", "DECISION_RETENTION_DAYS", "ID_FIELD"):
         assert f"| `{name}` |" in DOC, name
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_the_readme_outcome_example_is_a_real_answer(tmp_path):
+    client = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'readme.sqlite3'}").test_client()
+    record = json.loads(example_bytes("single"))
+    assert client.post("/predict", data=json.dumps({**record, "customer_id": "c-17"}),
+                       headers={"Content-Type": JSON}).status_code == 200
+    start = README.index("$ curl -s -X POST localhost:1313/outcomes")
+    line_end = README.index("\n", start)
+    data = re.search(r"--data '(.*)'$", README[start:line_end]).group(1).encode()
+    shown = README[line_end + 1:README.index("\n", line_end + 1)]
+    answer = client.post("/outcomes", data=data, headers={"Content-Type": JSON})
+    assert answer.get_json() == json.loads(shown)
+    assert '"realized": {"auc": 0.7992902089011928' in README and '"auc": 0.7992902089011928' in DOC
