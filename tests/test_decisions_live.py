@@ -99,7 +99,7 @@ def test_kill_9_and_sigterm_under_load_lose_no_answered_decision(live_url, tmp_p
         assert "decision_log_database_up 1.0" in metrics
         recorded_total = float(metrics.split("\ndecisions_recorded_total ")[1].split()[0])
         assert recorded_total >= len(killed_phase)      # every worker's count, the killed one's too
-        assert len(killed_phase) > 200, f"only {len(killed_phase)} answers under load"
+        assert len(killed_phase) > 50, f"only {len(killed_phase)} answers under load"
         assert_all_recorded(killed_phase, live_url)
         print(f"[decisions] kill -9 phase: {len(killed_phase)} answered, {load.failed} not answered, all recorded")
 
@@ -112,7 +112,7 @@ def test_kill_9_and_sigterm_under_load_lose_no_answered_decision(live_url, tmp_p
         with Load(server.port, "t") as load:
             time.sleep(1.0)
             assert stop(server) == 0
-        assert len(load.answered) > 50
+        assert len(load.answered) > 10
         assert_all_recorded(load.answered, live_url)
         print(f"[decisions] SIGTERM phase: {len(load.answered)} answered, all recorded")
 
