@@ -32,7 +32,8 @@ if "DATABASE_URL" not in os.environ:
 # minute; CI runs the whole suite.
 
 QUICK_MODULES = {"test_schema.py", "test_parity.py", "test_api.py", "test_api_errors.py", "test_api_csv.py",
-                 "test_csv_io.py", "test_synthetic.py", "test_repo_files.py", "test_readme.py"}
+                 "test_csv_io.py", "test_synthetic.py", "test_repo_files.py", "test_readme.py", "test_settings.py",
+                 "test_console_script.py"}
 
 
 def pytest_collection_modifyitems(config, items):
