@@ -150,3 +150,14 @@ def test_postgresql_stopped_under_a_live_server_gives_503_then_recovers(tmp_path
         assert set(recorded(url)) == {"up-1", "up-2"}
     finally:
         database.stop()
+
+
+def test_gthread_workers_record_every_answered_decision(tmp_path):
+    """Without gevent (gunicorn's thread worker) requests wait on plain threading events."""
+    url = f"sqlite:///{tmp_path / 'gthread.sqlite3'}"
+    with running(tmp_path / "gthread", workers=2, DATABASE_URL=url, WORKER_CLASS="gthread", THREADS="4") as server:
+        with Load(server.port, "g") as load:
+            time.sleep(2.0)
+        assert len(load.answered) > 20 and load.failed == 0
+        assert_all_recorded(load.answered, url)
+        assert server.get("/ready").json()["decision_log"]["state"] == "up"
