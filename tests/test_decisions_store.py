@@ -339,3 +339,22 @@ def test_binned_figures_from_database_sums_match_the_exact_ones(database_url):
                 assert got[key] == pytest.approx(want[key], abs=1e-12)
     assert binned["realized"]["brier"] == pytest.approx(brier_score_loss(drawn[:3000], phat[:3000]), abs=1e-9)
     log.close()
+
+
+def test_an_idle_writer_checks_the_database_and_applies_retention(tmp_path, monkeypatch):
+    from ad_purchase.decisions import log as log_module
+
+    monkeypatch.setattr(log_module, "IDLE_PING_SECONDS", 0.1)
+    log = DecisionLog(f"sqlite:///{tmp_path / 'idle.sqlite3'}", retention_days=30)
+    log.record("v", "stale", None, None, [0.2], [0])
+    with log.write_engine.begin() as connection:
+        connection.execute(store.decisions.update().values(decided_at=store.utcnow() - timedelta(days=40)))
+    log._next_purge = 0.0                      # the hourly pass is due
+    deadline = time.monotonic() + 10
+    while count(log, store.decisions) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert count(log, store.decisions) == 0
+    assert log.health.up is True
+    log.record("v", "fresh", None, None, [0.3], [0])   # reconnects after the idle close
+    assert [r["request_id"] for r in rows(log)] == ["fresh"]
+    log.close()

@@ -338,7 +338,9 @@ class DecisionLog:
                 self._purge()
             except Exception as exc:
                 log.error("decision log: retention failed: %s", _cause(exc))
-        return connection
+        if connection is not None:          # an idle writer holds no connection (nor its files)
+            connection.close()
+        return None
 
     def _ping(self, connection) -> None:
         connection.execute(text("SELECT 1"))
