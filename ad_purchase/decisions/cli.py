@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             url = _database_url(args.database_url)
             engine = store.make_engine(url)
             with engine.connect() as connection:
-                frame = performance.load(connection, _when(args.since), _when(args.until), args.version)
-            report = performance.report(frame, by_week=args.by == "week")
+                report = performance.compute(connection, _when(args.since), _when(args.until), args.version,
+                                             args.by == "week")
         else:
             report = evaluate(args.scores, args.outcomes, args.id_column)
     except outcomes.OutcomeError as exc:

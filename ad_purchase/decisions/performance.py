@@ -314,3 +314,20 @@ def report_binned(rows: list[tuple]) -> dict[str, Any]:
     for version in sorted({row[0] for row in rows}):
         by_version.append({"version": version, **_binned_figures([row for row in rows if row[0] == version])})
     return {"by_version": by_version}
+
+
+def compute(connection, since: datetime | None = None, until: datetime | None = None, version: str | None = None,
+            by_week: bool = False, exact_rows: int = 1_000_000) -> dict[str, Any]:
+    """The report of a window: exact from every decision when it holds at most `exact_rows` of
+    them, else from the database's sums per fine bin of phat (`method` says which)."""
+    if count(connection, since, until, version) <= exact_rows:
+        return {**report(load(connection, since, until, version), by_week), "method": "exact"}
+    body = report_binned(load_binned(connection, since, until, version))
+    if by_week:
+        for entry in body["by_version"]:
+            entry["weeks"] = []
+            for start, end in weeks(connection, since, until, entry["version"]):
+                (week,) = report_binned(load_binned(connection, start, end, entry["version"]))["by_version"]
+                week.pop("version")
+                entry["weeks"].append({"week_start": start.date().isoformat(), **week})
+    return {**body, "method": "binned"}

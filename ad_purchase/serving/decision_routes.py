@@ -121,23 +121,8 @@ def model_performance() -> Response:
 
 
 def _report(decisions, since, until, version, by_week: bool) -> dict:
-    """Exact figures from every decision of the window when it holds at most EXACT_ROWS of them;
-    beyond, figures from the database's sums per fine bin of phat (`method` says which)."""
     with decisions.read_engine.connect() as connection:
-        if performance.count(connection, since, until, version) <= EXACT_ROWS:
-            return {**performance.report(performance.load(connection, since, until, version), by_week),
-                    "method": "exact"}
-        body = performance.report_binned(performance.load_binned(connection, since, until, version))
-        if by_week:
-            for entry in body["by_version"]:
-                entry["weeks"] = [
-                    {"week_start": start.date().isoformat(),
-                     **performance.report_binned(performance.load_binned(connection, start, end,
-                                                                         entry["version"]))["by_version"][0]}
-                    for start, end in performance.weeks(connection, since, until, entry["version"])]
-                for week in entry["weeks"]:
-                    week.pop("version", None)
-        return {**body, "method": "binned"}
+        return performance.compute(connection, since, until, version, by_week, EXACT_ROWS)
 
 
 def readiness(svc) -> tuple[dict | None, Response | None]:
