@@ -43,6 +43,7 @@ BATCH_WAIT = 0.002           # ... or this many seconds after its first request 
 WAIT_SECONDS = 10.0          # longest a request waits for its commit before giving up
 IDLE_PING_SECONDS = 15.0     # an idle writer checks the database this often (the up gauge stays true)
 PURGE_SECONDS = 3600.0       # retention runs this often in each process
+CLOSE_SECONDS = 5.0          # longest a process waits at exit for its writer's last commit
 
 
 class DecisionLogUnavailable(Exception):
@@ -213,13 +214,18 @@ class DecisionLog:
             return gevent.get_hub().threadpool.apply(function, args)
         return function(*args)
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued and stop this process's writer (at exit; SIGTERM goes through here)."""
+    def close(self, timeout: float = CLOSE_SECONDS) -> None:
+        """Commit what is queued and stop this process's writer (at exit; SIGTERM goes through here).
+        Every answered request's rows are committed already; this is for rows queued by requests
+        that will not be answered.  Bounded, so that a stuck database never holds a worker past
+        gunicorn's graceful timeout."""
         if self._pid != os.getpid() or self._queue is None:
             return
         self._queue.put(_STOP)
         if self._stopped.acquire(True, timeout):
             self._stopped.release()
+        else:
+            log.warning("decision log: the writer did not finish within %g s at exit", timeout)
         self._pid = None
 
     # ------------------------------------------------------------------ internals
