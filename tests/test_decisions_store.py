@@ -358,3 +358,15 @@ def test_an_idle_writer_checks_the_database_and_applies_retention(tmp_path, monk
     log.record("v", "fresh", None, None, [0.3], [0])   # reconnects after the idle close
     assert [r["request_id"] for r in rows(log)] == ["fresh"]
     log.close()
+
+
+def test_a_busy_writer_applies_retention_between_batches(tmp_path):
+    log = DecisionLog(f"sqlite:///{tmp_path / 'busy.sqlite3'}", retention_days=30)
+    log.record("v", "stale", None, None, [0.2], [0])
+    with log.write_engine.begin() as connection:
+        connection.execute(store.decisions.update().values(decided_at=store.utcnow() - timedelta(days=40)))
+    log._next_purge = 0.0                      # the hourly pass is due
+    log.record("v", "fresh", None, None, [0.3], [0])
+    log.record("v", "fresher", None, None, [0.4], [0])
+    assert [r["request_id"] for r in rows(log)] == ["fresh", "fresher"]
+    log.close()

@@ -276,6 +276,7 @@ class DecisionLog:
                     connection = self._run_batch(connection, [task])
                 if stop:
                     return
+                self._purge_if_due()          # a busy writer is never idle: retention runs here too
         finally:
             if connection is not None:
                 connection.close()
@@ -339,14 +340,18 @@ class DecisionLog:
     def _idle(self, connection):
         item = _Item(_NoWaiter(), time.monotonic(), task=self._ping)
         connection = self._run_batch(connection, [item])
+        self._purge_if_due()
+        if connection is not None:          # an idle writer holds no connection (nor its files)
+            connection.close()
+        return None
+
+    def _purge_if_due(self) -> None:
         if time.monotonic() >= self._next_purge and self.health.up:
             try:
                 self._purge()
             except Exception as exc:
+                self._next_purge = time.monotonic() + PURGE_SECONDS
                 log.error("decision log: retention failed: %s", _cause(exc))
-        if connection is not None:          # an idle writer holds no connection (nor its files)
-            connection.close()
-        return None
 
     def _ping(self, connection) -> None:
         connection.execute(text("SELECT 1"))
