@@ -4,6 +4,7 @@ SIGTERM leave every answered decision in the database; a restart on the same dat
 the same figures."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -42,7 +43,7 @@ class Load:
             sent += 1
             try:
                 reply = call(self.port, "POST", "/predict", SINGLE, headers={"X-Request-ID": request_id}, timeout=10)
-            except OSError:
+            except (OSError, http.client.HTTPException):   # a worker killed mid-answer: not answered
                 self.failed += 1
                 continue
             if reply.status == 200:
