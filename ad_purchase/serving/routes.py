@@ -15,6 +15,8 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, Reque
 from ..codecs import decode_csv, encode_csv
 from ..model.artifacts import MODEL_FACTS
 from ..schema import InputError, Problem
+from .auth import has_scope, open_route, requires
+from .http_guard import BODY_FRAMING_ERRORS, malformed_body
 from .problems import of_input_error, of_kind
 
 log = logging.getLogger("api")
@@ -62,6 +64,8 @@ def request_body(max_length: int, timeout: float) -> bytes:
         except OSError:
             pass
         raise RequestTimeout(f"No part of the request body arrived for {timeout:g} s.") from None
+    except BODY_FRAMING_ERRORS as exc:               # a chunked body gunicorn cannot frame
+        raise malformed_body(exc) from None
     finally:
         if sock is not None:
             sock.settimeout(previous)
@@ -71,6 +75,7 @@ def request_body(max_length: int, timeout: float) -> bytes:
 
 
 @routes.post("/predict")
+@requires("score")
 def predict() -> Response:
     svc = service()
     if request.mimetype not in INPUT_TYPES:
@@ -109,11 +114,13 @@ def predict() -> Response:
 
 
 @routes.get("/health")
+@open_route
 def health() -> Response:
     return _json({"status": "ok"})
 
 
 @routes.get("/ready")
+@open_route
 def ready() -> Response:
     svc = service()
     if svc.model is None:
@@ -122,14 +129,17 @@ def ready() -> Response:
 
 
 @routes.get("/model")
+@requires("ops")
 def model_facts() -> Response:
     svc = service()
     if svc.model is None:
         return of_kind(Problem.NOT_READY, "The service has no verified model.")
-    return _json({key: svc.model.metadata[key] for key in MODEL_FACTS})
+    hidden = () if has_scope("ops") else ("library_versions",)   # what an attacker would look up
+    return _json({key: svc.model.metadata[key] for key in MODEL_FACTS if key not in hidden})
 
 
 @routes.get("/model/drift")
+@requires("ops")
 def model_drift() -> Response:
     svc = service()
     if svc.model is None:
@@ -138,6 +148,7 @@ def model_drift() -> Response:
 
 
 @routes.get("/metrics")
+@requires("ops")
 def metrics() -> Response:
     svc = service()
     psi = None

@@ -15,7 +15,10 @@ import signal
 
 import gevent
 from gevent.local import local
+from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
+
+from . import http_guard
 
 
 class _Connection(local):
@@ -103,3 +106,21 @@ class SlowClientWorker(GeventWorker):
 
     def timeout_ctx(self):
         return _HeaderDeadline(self.cfg.keepalive, self.log)
+
+    def handle_error(self, req, client, addr, exc):
+        """gunicorn's answer to a request it could not parse (or a failure outside the app), as a
+        problem detail instead of an HTML page; logged as gunicorn logs it."""
+        answer = http_guard.classify(exc)
+        peer = (addr or ("", -1))[0]
+        if answer is None:
+            self.log.debug("TLS error from %s: %s", peer, exc)
+            return
+        status, detail = answer
+        if status < 500:
+            self.log.warning("Invalid request from ip=%s: %s", peer, exc)
+        else:
+            self.log.exception("Error handling request %s", getattr(req, "uri", "(no URI read)"))
+        try:
+            util.write_nonblock(client, http_guard.error_answer(status, detail))
+        except Exception:
+            self.log.debug("Failed to send error message.")
