@@ -25,11 +25,13 @@ try:                          # gunicorn is absent where the app runs under anot
 except ImportError:           # pragma: no cover - gunicorn is in requirements.txt
     _gunicorn_errors = None
 
-# Errors of the body's framing that gunicorn raises while the application reads the body.
-BODY_FRAMING_ERRORS: tuple[type[BaseException], ...] = () if _gunicorn_errors is None else (
+# Errors only a chunked body raises (never a request line or headers), and those plus what a
+# chunked body's trailer can raise: what gunicorn raises while the application reads the body.
+CHUNK_ERRORS: tuple[type[BaseException], ...] = () if _gunicorn_errors is None else (
     _gunicorn_errors.InvalidChunkSize, _gunicorn_errors.ChunkMissingTerminator,
-    _gunicorn_errors.InvalidChunkExtension, _gunicorn_errors.InvalidHeader, _gunicorn_errors.LimitRequestHeaders,
-)
+    _gunicorn_errors.InvalidChunkExtension)
+BODY_FRAMING_ERRORS: tuple[type[BaseException], ...] = CHUNK_ERRORS + (() if _gunicorn_errors is None else (
+    _gunicorn_errors.InvalidHeader, _gunicorn_errors.LimitRequestHeaders))
 IDENTITY = "identity"
 
 
