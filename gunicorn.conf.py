@@ -22,8 +22,9 @@ graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # SIGTERM: in-
 # Seconds an idle kept-alive connection stays open, and the time a client has to send a request's
 # headers (the gevent worker closes the connection after that).
 keepalive = int(os.environ.get("KEEPALIVE", "5"))
-# Recycle workers to bound slow leaks, with jitter so they do not restart at once.  Each recycled
-# worker leaves its metric file (about 256 KB) in PROMETHEUS_MULTIPROC_DIR, hence a high count.
+# Recycle workers to bound slow leaks; they take turns at least 10 s apart (worker.py), so they never
+# restart together.  Each recycled worker leaves its metric file (about 256 KB) in
+# PROMETHEUS_MULTIPROC_DIR, hence a high count.
 max_requests = int(os.environ.get("MAX_REQUESTS", "50000"))
 max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", "5000"))
 # TLS for an instance exposed without a proxy in front: both files or neither (the service's
