@@ -7,7 +7,13 @@ whose scoring token is one of them.  Both are checked first (the secured one ref
 without its token, and both score it the same with it), warmed up, then measured with
 `wrk --latency` in interleaved rounds whose order alternates.  The ratio (tokens on / tokens off)
 is the median of the per-round ratios of requests/s, and in parentheses of the servers' CPU time
-per request.  Target: at least 0.95.
+per request.  Target: at least 0.95.  `--control` starts the second server without tokens too
+(an A/A run): its ratio shows how far the machine's noise alone moves the figure.
+
+On a shared 2-core machine other work moves wrk's figures by tens of percent, so the same
+comparison is also made in process, where scheduling matters little: the Flask app with and
+without a token file answering the same POST /predict through its test client, CPU time per
+request (time.process_time) in interleaved rounds.
 
 Usage: .venv/bin/python bench/auth_bench.py [--quick] [--strict] [--seconds 2] [--rounds 6]
 """
@@ -57,10 +63,10 @@ def run_wrk(server: Server, seconds: int, threads: int, connections: int) -> dic
     return result
 
 
-def check(open_server: Server, secured: Server) -> None:
+def check(open_server: Server, secured: Server, control: bool) -> None:
     body = SINGLE_BODY.read_bytes()
     code, _ = post(secured.url + "/predict", body)
-    if code != 401:
+    if code != (200 if control else 401):
         raise RuntimeError(f"the secured server answered {code} to a record without a token, not 401")
     answers = []
     for server in (open_server, secured):
@@ -72,6 +78,30 @@ def check(open_server: Server, secured: Server) -> None:
         raise RuntimeError("the two servers score examples/single.json differently")
 
 
+def in_process(rounds: int, requests: int, tokens_path: str) -> dict:
+    """CPU microseconds per POST /predict through the app's test client, tokens off and on."""
+    import logging
+
+    from ad_purchase.serving.app import create_app
+
+    logging.getLogger("api").setLevel(logging.ERROR)
+    logging.getLogger("api.access").disabled = True          # the log line is the same for both
+    body = SINGLE_BODY.read_bytes()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    clients = {"off": create_app({}).test_client(), "on": create_app({"AUTH_TOKENS_FILE": tokens_path}).test_client()}
+    for client in clients.values():
+        assert client.post("/predict", data=body, headers=headers).status_code == 200
+    costs = {"off": [], "on": []}
+    for round_no in range(rounds):
+        for name in (("off", "on") if round_no % 2 == 0 else ("on", "off")):
+            client = clients[name]
+            started = time.process_time()
+            for _ in range(requests):
+                client.post("/predict", data=body, headers=headers)
+            costs[name].append((time.process_time() - started) / requests * 1e6)
+    return costs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=2)
@@ -81,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument("--control", action="store_true", help="both servers without tokens (noise floor)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.warmup = 1, 2, 1
@@ -96,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         servers = {
             "off": Server("tokens off", "api:app", free_port(), {**env, "AUTH_TOKENS_FILE": None},
                           logs / "auth-off.log").start(),
-            "on": Server("tokens on", "api:app", free_port(), {**env, "AUTH_TOKENS_FILE": token_file()},
+            "on": Server("tokens on", "api:app", free_port(),
+                         {**env, "AUTH_TOKENS_FILE": None if args.control else token_file()},
                          logs / "auth-on.log").start(),
         }
         for server in servers.values():
             server.wait_ready()
-        check(servers["off"], servers["on"])
+        check(servers["off"], servers["on"], args.control)
         say(f"== access control cost: wrk -t{args.threads} -c{args.connections}, {args.rounds} rounds x "
             f"{args.seconds} s per case; a {CALLERS}-caller token file; answers checked")
         for name, server in servers.items():
@@ -127,10 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["case", "req/s", "p50 ms", "p99 ms", "server CPU ms/req"],
                 [[row["case"], f"{row['rps']:.0f}", f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}",
                   f"{row['cpu_ms_per_req']:.3f}"] for row in rows])
-    say(f"tokens on / tokens off: {with_cpu(ratio, cpu_ratio, 'x')} (target >= {TARGET}): {verdict}")
+    say(f"tokens {'off (control)' if args.control else 'on'} / tokens off: {with_cpu(ratio, cpu_ratio, 'x')} "
+        f"(target >= {TARGET}): {verdict}")
+    costs = in_process(10 if not args.quick else 2, 500 if not args.quick else 100, token_file())
+    process_ratio = median([off / on for on, off in zip(costs["on"], costs["off"])])
+    say(f"in process (test client, CPU per request): tokens off {median(costs['off']):.0f} us, "
+        f"on {median(costs['on']):.0f} us; off / on {process_ratio:.3f}")
     if errors:
         say("ERRORS reported by wrk:\n  " + "\n  ".join(errors))
-    save_results("auth", rows, {"ratio": ratio, "cpu_ratio": cpu_ratio, "target": TARGET, "status": verdict,
+    save_results("auth-control" if args.control else "auth", rows, {"per_round": runs, "in_process_us": costs,
+                                                                    "in_process_ratio": process_ratio, "ratio": ratio, "cpu_ratio": cpu_ratio, "target": TARGET, "status": verdict,
                                 "errors": errors, "seconds": round(time.monotonic() - started, 1),
                                 "wrk": f"-t{args.threads} -c{args.connections} {args.rounds}x{args.seconds}s"})
     if errors:
