@@ -37,11 +37,14 @@ class Settings:
 
     def _check_files(self) -> None:
         """File settings name readable files (and the TLS pair comes whole); else one line."""
-        for name in ("AUTH_TOKENS_FILE", "CERT_FILE", "KEY_FILE"):
+        allowed = {"AUTH_TOKENS_FILE": "a readable token file (lines NAME SCOPES SHA256HEX), or unset for no "
+                                        "access control",
+                   "CERT_FILE": "a readable PEM certificate, or unset for plain HTTP",
+                   "KEY_FILE": "a readable PEM private key, or unset for plain HTTP"}
+        for name, what in allowed.items():
             value = getattr(self, name)
             if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
-                raise SystemExit(f"configuration error: {name}={value!r} is not a readable file; "
-                                 "set it to one or leave it unset")
+                raise SystemExit(f"configuration error: {name}={value!r} is not a readable file; it must be {what}")
         if bool(self.CERT_FILE) != bool(self.KEY_FILE):
             given, missing = ("CERT_FILE", "KEY_FILE") if self.CERT_FILE else ("KEY_FILE", "CERT_FILE")
             raise SystemExit(f"configuration error: {given}={getattr(self, given)!r} without {missing}; "
