@@ -175,3 +175,42 @@ def test_a_certificate_without_its_key_stops_the_service_with_one_line(tmp_path)
     output = server.output()
     assert code != 0 and f"configuration error: CERT_FILE='{cert}' without KEY_FILE" in output, output[-2000:]
     assert "Traceback" not in output
+
+
+# ------------------------------------------------------------------ every route, over real HTTP
+
+
+LIVE_ROUTES = {"/predict": "score", "/model": "ops", "/model/drift": "ops", "/metrics": "ops", "/health": "",
+               "/ready": "", "/apidocs/": "", "/apispec.json": "", "/apidocs/ui/swagger-ui.css": ""}
+HOLDERS = {"score": "tok-live-scorer-11", "ops": "tok-live-operator-22"}
+
+
+def test_every_route_against_every_caller_over_http(tmp_path):
+    """The in-process matrix of test_auth.py, once through gunicorn: the header reaches the app
+    as sent, and each answer is what the route's scope calls for."""
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(line("scorer", "score", HOLDERS["score"]) + line("operator", "ops", HOLDERS["ops"]))
+    outcomes = {}
+    with gunicorn_support.running(tmp_path / "server", workers=1, AUTH_TOKENS_FILE=tokens) as server:
+        for path, scope in LIVE_ROUTES.items():
+            right = HOLDERS.get(scope, HOLDERS["ops"])
+            other = HOLDERS["ops"] if scope == "score" else HOLDERS["score"]
+            cases = {"no token": (path, {}), "unknown token": (path, {"Authorization": "Bearer tok-nobody"}),
+                     "basic scheme": (path, {"Authorization": f"Basic {right}"}),
+                     "token in query string": (f"{path}?access_token={right}", {}),
+                     "token without scope": (path, {"Authorization": f"Bearer {other}"}),
+                     "right token": (path, {"Authorization": f"Bearer {right}"})}
+            for case, (target, headers) in cases.items():
+                method, body = ("POST", SINGLE) if path == "/predict" else ("GET", None)
+                reply = gunicorn_support.call(server.port, method, target, body, headers)
+                outcomes[(path, case)] = reply.status
+                if reply.status in (401, 403):
+                    assert reply.headers["content-type"] == "application/problem+json"
+                    assert reply.headers["www-authenticate"].startswith('Bearer realm="ad-purchase-api"')
+        output = server.output()
+    for (path, case), status in outcomes.items():
+        scope = LIVE_ROUTES[path]
+        expected = 200 if not scope or case == "right token" else 403 if case == "token without scope" else 401
+        assert status == expected, (path, case, status)
+    assert '"caller": "scorer"' in output and '"caller": "operator"' in output
+    assert all(token not in output for token in HOLDERS.values())
