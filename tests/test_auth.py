@@ -262,6 +262,16 @@ def test_a_missing_token_file_stops_the_app_naming_the_variable(tmp_path):
         create_app({"MODEL_DIR": str(MODEL_DIR), "AUTH_TOKENS_FILE": str(missing)})
 
 
+def test_a_token_file_anyone_may_write_is_refused(tmp_path):
+    path = tmp_path / "tokens.txt"
+    write_tokens(path)
+    path.chmod(0o666)
+    with pytest.raises(SystemExit, match="is writable by every user"):
+        create_app({"MODEL_DIR": str(MODEL_DIR), "AUTH_TOKENS_FILE": str(path)})
+    path.chmod(0o640)
+    assert create_app({"MODEL_DIR": str(MODEL_DIR), "AUTH_TOKENS_FILE": str(path)}) is not None
+
+
 def test_a_file_without_tokens_refuses_every_protected_route(tmp_path):
     path = tmp_path / "tokens.txt"
     path.write_text("# nobody yet\n")

@@ -28,7 +28,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import re
+import stat
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -146,6 +148,9 @@ def parse_tokens(text: str, path: str) -> dict[bytes, Caller]:
 def read_tokens(path: str) -> dict[bytes, Caller]:
     try:
         with open(path, encoding="utf-8") as handle:
+            if os.fstat(handle.fileno()).st_mode & stat.S_IWOTH:
+                raise TokenFileError(f"AUTH_TOKENS_FILE {path} is writable by every user, who could add a token "
+                                     "of their own: chmod o-w it")
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
