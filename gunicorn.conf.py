@@ -1,5 +1,6 @@
-"""Gunicorn settings for the prediction service.  Every value can be set from the environment;
-the defaults were chosen by measurement on a 2-core machine (see docs and bench/)."""
+"""Gunicorn settings for the prediction service.  Every value comes from the service's typed
+settings (ad_purchase/serving/settings.py), read from the environment and checked there; the
+defaults were chosen by measurement on a 2-core machine (see docs and bench/)."""
 import atexit
 import gc
 import logging
@@ -8,33 +9,35 @@ import shutil
 import sys
 import tempfile
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '1313')}"
+from ad_purchase.serving.settings import Settings
+
+_settings = Settings.from_env()
+bind = f"0.0.0.0:{_settings.PORT}"
 # gevent: a connection is a greenlet, so idle and slow clients cannot tie up the workers (the
 # thread and sync workers need a buffering proxy in front for that); the subclass logs the
 # connections it drops for sending no complete request in time.
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = os.environ.get("WORKER_CLASS", "ad_purchase.serving.worker.SlowClientWorker")
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))   # per worker, slow ones included
-threads = int(os.environ.get("THREADS", "4"))                            # gthread only
+workers = _settings.workers
+worker_class = _settings.WORKER_CLASS
+worker_connections = _settings.WORKER_CONNECTIONS
+threads = _settings.THREADS
 preload_app = True                   # load and verify the model once, before forking; workers share it
-timeout = int(os.environ.get("TIMEOUT", "60"))                 # a 10,000-row batch takes well under 1 s
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # SIGTERM: in-flight requests finish
+timeout = _settings.TIMEOUT
+graceful_timeout = _settings.GRACEFUL_TIMEOUT
 # Seconds an idle kept-alive connection stays open, and the time a client has to send a request's
 # headers (the gevent worker closes the connection after that).
-keepalive = int(os.environ.get("KEEPALIVE", "5"))
+keepalive = _settings.KEEPALIVE
 # Recycle workers to bound slow leaks; they take turns at least 10 s apart (worker.py), so they never
 # restart together.  Each recycled worker leaves its metric file (about 256 KB) in
 # PROMETHEUS_MULTIPROC_DIR, hence a high count.
-max_requests = int(os.environ.get("MAX_REQUESTS", "50000"))
-max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", "5000"))
-# TLS for an instance exposed without a proxy in front: both files or neither (the service's
-# settings check stops it with one line otherwise).  Read here because they are gunicorn's own.
-certfile = os.environ.get("CERT_FILE") or None
-keyfile = os.environ.get("KEY_FILE") or None
+max_requests = _settings.MAX_REQUESTS
+max_requests_jitter = _settings.MAX_REQUESTS_JITTER
+# TLS for an instance exposed without a proxy in front: both files or neither (checked in Settings).
+certfile = _settings.CERT_FILE or None
+keyfile = _settings.KEY_FILE or None
 accesslog = None                     # the app writes one JSON line per request itself (api.access)
 errorlog = "-"
 control_socket_disable = True       # nothing here uses gunicornc, and $HOME may be read-only
-worker_tmp_dir = os.environ.get("WORKER_TMP_DIR", tempfile.gettempdir())  # heartbeat files; /tmp is writable
+worker_tmp_dir = _settings.WORKER_TMP_DIR
 
 # Prometheus counters from every worker go to files in one folder, which /metrics adds up.  The
 # folder must be set before the app (and prometheus_client) is imported, and start empty.
@@ -68,7 +71,7 @@ def when_ready(server):
     share its memory pages instead of copying them when the collector touches them, and exit fast.
     Only now is the service really there, so this is where it says so."""
     gc.freeze()
-    logging.getLogger("api").info("ready: serving on port %s", os.environ.get("PORT", "1313"))
+    logging.getLogger("api").info("ready: serving on port %s", _settings.PORT)
 
 
 def post_fork(server, worker):
@@ -89,7 +92,7 @@ def on_reload(server):
 def child_exit(server, worker):
     """A worker's live gauges must not outlive it."""
     from ad_purchase.monitoring import mark_worker_dead
-    mark_worker_dead(worker.pid)
+    mark_worker_dead(worker.pid, _metrics_dir)
 
 
 

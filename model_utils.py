@@ -1,4 +1,4 @@
-"""The model's pipeline as the design card describes it, a thin face on ad_purchase.model.
+"""The model's pipeline as the design card describes it, a thin face on ad_purchase.
 
     model = load("objs")              # verify the SHA-256 sums, load the pickled imputer, scaler,
                                       # 25-feature subset and statsmodels Logit
@@ -14,8 +14,8 @@ from pathlib import Path
 import msgspec
 
 from ad_purchase.codecs import JsonDecoder, JsonEncoder
+from ad_purchase.core import PredictionService
 from ad_purchase.model import ArtifactError, Model, Scores, load_model
-from ad_purchase.schema import MAX_BATCH_ROWS
 
 __all__ = ["ArtifactError", "Model", "Scores", "load", "load_model", "predict"]
 
@@ -27,5 +27,7 @@ def load(model_dir: Path | str = Path(__file__).resolve().parent / "objs") -> Mo
 
 def predict(model: Model, records: list[dict]) -> list[dict]:
     """Score raw records with the service's own reading of every field (InputError when one is bad)."""
-    columns = JsonDecoder(model.numeric_inputs, max(len(records), MAX_BATCH_ROWS)).decode(msgspec.json.encode(records))
-    return msgspec.to_builtins(JsonEncoder(model.plan.names).records(model.score(columns)))
+    service = PredictionService(model)
+    columns = JsonDecoder(service.request_decoder, max(len(records), 1)).decode_values(list(records))
+    prediction = service.predict(columns)
+    return msgspec.to_builtins(JsonEncoder(model.plan.names).records(prediction.scores))

@@ -10,7 +10,7 @@ Cases, on synthetic rows in the client's raw format (fixed seed):
 Speed: the three cases are run in interleaved rounds (the order rotates every round) and each
 ratio is the median of the per-round ratios, from wall time and from CPU time (this process's,
 all threads).  Before timing, the first rows of both outputs are checked against the API's JSON
-answers for the same records (Service.predict_json) to 1e-12.
+answers for the same records (the service's request path) to 1e-12.
 
 Memory: `score.py` runs as a child process on 100,000 and on 1,000,000 rows, CSV to CSV and
 Parquet to Parquet; its peak RSS is its own VmHWM, read as it exits.
@@ -40,9 +40,9 @@ import pyarrow.csv as pacsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from ad_purchase.batch.local import score_file  # noqa: E402
-from ad_purchase.codecs.arrow_codec import READ_AS_MISSING  # noqa: E402
+from ad_purchase.codecs.csv_codec import READ_AS_MISSING  # noqa: E402
 from ad_purchase.model import load_model  # noqa: E402
-from ad_purchase.schema import FIELDS, PLAIN_FIELDS  # noqa: E402
+from ad_purchase.schema import FIELDS, PLAIN_FIELDS
 from ad_purchase.training import synthetic  # noqa: E402
 
 TARGET_CSV_VS_FLOOR = 0.5          # CSV -> CSV rows/s over the floor's rows/s, at least

@@ -2,7 +2,7 @@
 """In-process speed of the scoring hot path: request bytes in, response bytes out.
 
 Cases, each at 10,000 rows, 1,000 rows and one record (synthetic rows, fixed seed):
-  service  Service.predict_json(body)                    what a worker does per request
+  service  the service's request path (decode, predict, observe, encode): what a worker does per request
   floor    orjson.loads(body) + orjson.dumps(results)    parse the request and write a response
                                                          of the same size, and nothing else
   pandas   orjson.loads + PandasReference.predict + orjson.dumps   the plain pandas yardstick
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds_10k, args.rounds_1k, args.rounds_single = 2, 3, 20
 
-    say("== in-process benchmark: Service.predict_json vs JSON floor vs pandas reference")
+    say("== in-process benchmark: the request path vs JSON floor vs pandas reference")
     started = time.monotonic()
     model = scoring_path(MODEL_DIR)       # JSON request bytes -> JSON answer bytes
     reference = PandasReference(MODEL_DIR)

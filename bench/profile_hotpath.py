@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Where Service.predict_json spends its time: a 10,000-row batch and a single record.
+"""Where the request path (predict_json: Service.predict then Service.answer) spends its time: a 10,000-row batch and a single record.
 
 Default: pyinstrument, in this process; the call trees go to bench/results/profile-*.txt and
 the top of each is printed.  With --py-spy it also samples a child process running the same
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         body = bodies(args.child)
         loop(model, body, args.child, args.seconds)
         return 0
-    say("== profile of Service.predict_json")
+    say("== profile of the request path (predict_json)")
     for kind in ("10k", "single"):
         with_pyinstrument(kind, args.seconds, args.lines)
         if args.py_spy:

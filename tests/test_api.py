@@ -14,7 +14,8 @@ from statsmodels.iolib.smpickle import load_pickle
 
 from ad_purchase.serving.app import create_app
 from ad_purchase.training import synthetic
-from ad_purchase.schema import CATEGORICAL_LEVELS, FIELDS, MISSING_STRINGS, NUMERIC_FIELDS, is_missing
+from ad_purchase.schema import CATEGORICAL_LEVELS, FIELDS, MISSING_STRINGS, NUMERIC_FIELDS
+from ad_purchase.core.decoding import is_missing
 
 from api_support import (JSON, MODEL_DIR, ROOT, assert_matches, assert_problem, assert_result_shape,
                          assert_safe_body, client, example, example_bytes, features, file_sha256,

@@ -5,6 +5,7 @@ import copy
 import json
 import logging
 import math
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -324,7 +325,7 @@ def test_unexpected_failure_in_a_view_is_a_generic_500_problem(caplog):
 
 def test_unexpected_failure_while_decoding_is_a_generic_500_problem(monkeypatch, caplog):
     app = make_app()
-    monkeypatch.setattr(app.extensions["service"].decoder, "decode", _fail)
+    monkeypatch.setattr(app.extensions["service"].json, "decode", _fail)
     with caplog.at_level(logging.ERROR):
         response = post(app.test_client(), body=SINGLE)
     body = assert_problem(response, 500)
@@ -389,3 +390,42 @@ def test_arbitrary_field_values_give_a_score_or_a_422_on_those_fields(changes):
     body = assert_problem(response, 422)
     assert {e["field"] for e in body["errors"]} <= set(changes)
     assert all(e["row"] == 0 for e in body["errors"])
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_bare_nan_or_infinity_names_the_token_its_byte_and_null(token, batch):
+    """What Python's json.dumps (and clients built on it) write for a missing or infinite value."""
+    item = record(x44=float(token.replace("Infinity", "inf")))
+    body = json.dumps([record(), item] if batch else item, allow_nan=True).encode()
+    detail = assert_problem(post(http, body=body), 400)["detail"]
+    at = body.index(token.encode())
+    assert f"The token {token} at byte {at}" in detail, detail
+    assert "send null" in detail
+
+
+@pytest.mark.parametrize("payload", ["single", "batch"])
+def test_a_body_encoded_twice_is_a_400_that_says_so(payload):
+    twice = json.dumps(json.dumps(example(payload))).encode()
+    detail = assert_problem(post(http, body=twice), 400)["detail"]
+    assert "encoded twice" in detail and "got a string" in detail
+    plain_string = assert_problem(post(http, body=b'"hello"'), 400)["detail"]
+    assert "encoded twice" not in plain_string
+    inside = assert_problem(post(http, body=json.dumps([json.dumps(example("single"))]).encode()), 400)["detail"]
+    assert "encoded twice" in inside
+
+
+def test_a_long_run_of_f_in_an_ignored_key_costs_what_any_other_letter_costs():
+    """The typed reading's scan for spellings of infinity is one C-speed pass, not a Python loop
+    per letter: a body full of "f" is answered about as fast as one full of "x" (it took over a
+    hundred times as long when each "f" was looked at in Python)."""
+    def seconds(letter: str) -> float:
+        item = record()
+        item["note"] = letter * 20_000_000
+        body = json.dumps(item).encode()
+        started = time.perf_counter()
+        response = post(http, body=body)
+        assert response.status_code == 200
+        return time.perf_counter() - started
+    plain = min(seconds("x") for _ in range(2))
+    assert min(seconds("f") for _ in range(2)) < 3 * plain + 0.2

@@ -258,7 +258,7 @@ def test_the_same_token_twice_is_refused(tmp_path):
 
 def test_a_missing_token_file_stops_the_app_naming_the_variable(tmp_path):
     missing = tmp_path / "nope.txt"
-    with pytest.raises(SystemExit, match=r"AUTH_TOKENS_FILE='.*nope.txt' is not a readable file"):
+    with pytest.raises(SystemExit, match=r"AUTH_TOKENS_FILE='.*nope.txt' is not allowed; expected a readable token"):
         create_app({"MODEL_DIR": str(MODEL_DIR), "AUTH_TOKENS_FILE": str(missing)})
 
 

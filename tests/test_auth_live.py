@@ -173,7 +173,8 @@ def test_a_certificate_without_its_key_stops_the_service_with_one_line(tmp_path)
     finally:
         gunicorn_support.stop(server)
     output = server.output()
-    assert code != 0 and f"configuration error: CERT_FILE='{cert}' without KEY_FILE" in output, output[-2000:]
+    assert code != 0 and f"configuration error: CERT_FILE='{cert}' is not allowed; expected set together with KEY_FILE" \
+        in output, output[-2000:]
     assert "Traceback" not in output
 
 

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ad_purchase.batch import files
+from ad_purchase.codecs import csv_codec
 from ad_purchase.batch.local import Stopped, score_file
 from ad_purchase.codecs import JsonDecoder
-from ad_purchase.codecs.arrow_codec import ArrowDecoder
+from ad_purchase.core.decoding import Decoder, fields_of
 from ad_purchase.model import load_model
 from ad_purchase.schema import PLAIN_FIELDS, InputError, numeric_input_order
 from ad_purchase.serving.service import Service
@@ -64,7 +65,7 @@ def read_answers(path: Path, text: bool = False) -> pa.Table:
 
 def api_answers(service, frame) -> list[dict]:
     records = synthetic.to_records(frame)
-    return json.loads(service.predict_json(json.dumps(records).encode()))
+    return json.loads(service.answer(service.predict(json.dumps(records).encode())))
 
 
 @pytest.mark.parametrize("source, target", [("csv", "csv"), ("csv", "parquet"), ("parquet", "parquet"),
@@ -172,7 +173,7 @@ def test_typed_reading_falls_back_to_text_for_the_values_it_cannot_vouch_for(mod
 
 def test_a_quoted_line_break_in_a_value_is_one_record(model, frame, tmp_path, monkeypatch):
     monkeypatch.setattr(files, "CSV_BLOCK_BYTES", 16 * 1024)
-    monkeypatch.setattr(files, "PARSE_BLOCK_BYTES", 4 * 1024)      # a piece parsed in blocks
+    monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 4 * 1024)      # a piece parsed in blocks
     quoted = frame.head(200).copy()
     quoted["customer"] = [f"c{i}\nsecond line, \"quoted\"" if i % 7 == 0 else f"c{i}" for i in range(200)]
     source = tmp_path / "quoted.csv"
@@ -187,7 +188,7 @@ def test_records_longer_than_a_piece_and_many_pieces_come_through_whole(model, f
     about 100 KB each, one of them quoted with line breaks inside.  Parse blocks of 4 KB: such a
     record straddles blocks, and its piece is parsed again as one block."""
     monkeypatch.setattr(files, "CSV_BLOCK_BYTES", 16 * 1024)
-    monkeypatch.setattr(files, "PARSE_BLOCK_BYTES", 4 * 1024)
+    monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 4 * 1024)
     rows = frame.head(300).copy()
     rows.loc[40, "customer"] = "long " * 20_000
     rows.loc[250, "customer"] = "quoted,\n" * 12_000
@@ -210,9 +211,9 @@ def test_a_piece_parsed_in_blocks_is_the_batch_one_block_gives(model, sources, f
         odd.to_csv(source, index=False)
     reader = files.Source(source, "customer", inputs=model.numeric_inputs)
     piece = next(files._pieces(source, 16 << 20, 2))                # the whole file in one piece
-    monkeypatch.setattr(files, "PARSE_BLOCK_BYTES", 1 << 40)
+    monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 1 << 40)
     whole, whole_typed, _ = reader._read_piece(piece)
-    monkeypatch.setattr(files, "PARSE_BLOCK_BYTES", 8 * 1024)
+    monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 8 * 1024)
     blocks, blocks_typed, _ = reader._read_piece(piece)
     assert whole_typed == blocks_typed == (odd_value is None)
     assert blocks.num_rows == whole.num_rows == len(frame)
@@ -226,7 +227,7 @@ def test_a_row_with_the_wrong_number_of_cells_is_named(model, frame, tmp_path):
     source.write_text("\n".join(lines) + "\n")
     with pytest.raises(Stopped) as stopped:
         score_file(source, tmp_path / "out.csv", model)
-    assert "data row 30" in str(stopped.value) and "Expected 101 columns, got 100" in str(stopped.value)
+    assert "data row 30" in str(stopped.value) and "it has 100 cells; the header has 101" in str(stopped.value)
 
 
 def test_a_file_that_is_not_utf8_names_the_line(model, frame, tmp_path):
@@ -349,11 +350,11 @@ def test_the_arrow_decoder_reads_text_as_the_json_careful_path_does(values, fiel
         record[field] = value
     table = pa.Table.from_pylist(base)
     inputs = ("x12", "x91", "x44")
-    decoded = ArrowDecoder(inputs).decode(table.to_batches()[0], np.arange(1, len(values) + 1))
-    careful = JsonDecoder(inputs, 100)
+    decoded = Decoder(inputs, cap=None).decode(fields_of(table.to_batches()[0]), len(values))
+    careful = JsonDecoder(Decoder(inputs), 100)
     for row, record in enumerate(base):
         try:
-            columns = careful._decode_careful(json.dumps(record).encode())
+            columns = careful.decode_values(json.loads(json.dumps(record)))
             refused = False
         except InputError:
             refused = True

@@ -360,7 +360,7 @@ def test_examples_score_as_in_process(service, in_process_model, name):
     assert status == 200, answer[:2000]
     assert content_type == "application/json"
     actual = json.loads(answer)
-    expected = json.loads(in_process_model.predict_json(body))
+    expected = json.loads(in_process_model.answer(in_process_model.predict(body)))
     assert_same_json(actual, expected)
     records = actual if isinstance(actual, list) else [actual]
     assert records and all(0.0 < record["phat"] < 1.0 for record in records)

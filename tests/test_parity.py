@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ad_purchase.core import PredictionService
+from ad_purchase.core.decoding import Decoder
 from ad_purchase.codecs import JsonDecoder, JsonEncoder
 from ad_purchase.model import load_model
-from ad_purchase.schema import (CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS, PERCENT_FIELD, InputError,
-                                numeric_input_order)
+from ad_purchase.schema import CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS, PERCENT_FIELD, InputError, numeric_input_order
 from ad_purchase.training import synthetic
 
 from api_support import (MODEL_DIR, assert_matches, assert_result_shape, client, example, example_bytes, features,
@@ -34,13 +35,13 @@ def http():
 def careful_calls(monkeypatch):
     """Counts how often the decoder's careful path runs."""
     calls = []
-    original = JsonDecoder._decode_careful
+    original = JsonDecoder._decode_as_sent
 
     def spy(self, body):
         calls.append(len(body))
         return original(self, body)
 
-    monkeypatch.setattr(JsonDecoder, "_decode_careful", spy)
+    monkeypatch.setattr(JsonDecoder, "_decode_as_sent", spy)
     return calls
 
 
@@ -154,7 +155,7 @@ def test_records_scored_one_by_one_match_the_reference(http):
 
 @pytest.fixture(scope="module")
 def decoder():
-    return JsonDecoder(load_model(MODEL_DIR).numeric_inputs, 10_000)
+    return JsonDecoder(Decoder(load_model(MODEL_DIR).numeric_inputs), 10_000)
 
 
 def assert_same_batch(left, right) -> None:
@@ -169,7 +170,7 @@ def assert_same_batch(left, right) -> None:
 @pytest.mark.parametrize("seed", [SEED, SEED + 4])
 def test_both_decoder_paths_read_the_same_columns(decoder, seed):
     body = json.dumps(variant_records(seed, rows=200)).encode()
-    assert_same_batch(decoder._decode_fast(body), decoder._decode_careful(body))
+    assert_same_batch(decoder._decode_typed(body), decoder._decode_as_sent(body))
 
 
 @pytest.mark.parametrize("fields", [(), ("x1",), ("x12",), ("x63", "x2"), ("x99", "x1", "x63", "x12"),
@@ -178,37 +179,43 @@ def test_both_decoder_paths_read_the_same_columns(decoder, seed):
 def test_fast_path_reads_any_set_of_numeric_inputs(fields, rows):
     """Whatever numeric inputs a model takes (none, one, some, all, x12/x63 among them), the fast
     path reads them as the careful path does, nulls and "nan" included."""
-    decoder = JsonDecoder(fields, max_rows=1000)
-    assert decoder.numeric_fields == numeric_input_order(fields)
+    decoder = JsonDecoder(Decoder(fields), max_rows=1000)
+    assert decoder.decoder.numeric_fields == numeric_input_order(fields)
     records = synthetic.to_records(synthetic.generate(rows, seed=SEED + rows))
     for i, item in enumerate(records):
         for field in ("x1", "x2", "x99"):
             item[field] = (None, "nan", item[field], 1.5)[(i + len(field)) % 4]
     body = json.dumps(records if rows > 1 else records[0]).encode()
-    fast = decoder._decode_fast(body)
-    careful = decoder._decode_careful(body)
+    fast = decoder._decode_typed(body)
+    careful = decoder._decode_as_sent(body)
     assert fast.numeric.shape == (rows, len(fields))
     for field in fields:
         np.testing.assert_array_equal(fast.column(field), careful.column(field), err_msg=field)
     np.testing.assert_array_equal(fast.codes, careful.codes)
 
 
-def test_the_fast_path_sample_for_monitoring_equals_the_careful_columns(decoder):
-    """Drift monitoring gets all 96 numeric fields and the 4 codes of sampled rows; from the fast
-    path's typed records they must be what the careful path reads from the same body, nulls
-    included, row for row."""
-    records = variant_records(SEED + 6, rows=120)
+@pytest.mark.parametrize("rows", [1, 120, 450])
+def test_the_fast_path_sample_for_monitoring_equals_the_careful_columns(rows):
+    """Drift monitoring gets all 96 numeric fields of sampled rows; from the fast path's typed
+    records they must be what the careful path reads from the same body, nulls included, row for
+    row, whether one record came in or a batch larger than the sample."""
+    model = load_model(MODEL_DIR)
+    decoder = JsonDecoder(Decoder(model.numeric_inputs, sample=200), 1000)
+    everything = JsonDecoder(Decoder(NUMERIC_FIELDS), 1000)
+    records = variant_records(SEED + 6, rows=rows)
     for i, field in enumerate(("x1", CURRENCY_FIELD, PERCENT_FIELD, "x5", "x99")):
-        records[3 * i][field] = None
-    body = json.dumps(records).encode()
-    fast = decoder._decode_fast(body)
-    careful = decoder._decode_careful(body)
-    assert fast.numeric_fields != NUMERIC_FIELDS            # the fast path read only the inputs
-    rows = np.array([0, 3, 4, 6, 9, 12, 119])
-    numeric, codes = fast.sample(rows)
-    np.testing.assert_array_equal(numeric, careful.numeric[rows])
-    np.testing.assert_array_equal(codes, careful.codes[rows])
-    np.testing.assert_array_equal(careful.sample(rows)[0], careful.numeric[rows])
+        records[(3 * i) % rows][field] = None
+    body = json.dumps(records if rows > 1 else records[0]).encode()
+    fast = decoder._decode_typed(body)
+    careful = decoder._decode_as_sent(body)
+    assert fast.numeric_fields != NUMERIC_FIELDS            # the model reads only its inputs
+    picked = np.linspace(0, rows - 1, min(rows, 200)).astype(int)
+    np.testing.assert_array_equal(fast.sample_rows, picked)
+    np.testing.assert_array_equal(careful.sample_rows, picked)
+    all_fields = everything._decode_as_sent(body)
+    np.testing.assert_array_equal(fast.sample_numeric, all_fields.numeric[picked][:, [
+        all_fields.numeric_fields.index(f) for f in NUMERIC_FIELDS]])
+    np.testing.assert_array_equal(careful.sample_numeric, fast.sample_numeric)
 
 
 def test_numeric_input_order_puts_the_formatted_fields_last():
@@ -220,7 +227,7 @@ def test_numeric_input_order_puts_the_formatted_fields_last():
 def test_both_decoder_paths_read_the_examples_alike(decoder):
     for name in ("single", "batch"):
         body = example_bytes(name)
-        assert_same_batch(decoder._decode_fast(body), decoder._decode_careful(body))
+        assert_same_batch(decoder._decode_typed(body), decoder._decode_as_sent(body))
 
 
 tricky_values = st.sampled_from([
@@ -242,7 +249,7 @@ def test_decoder_paths_agree_on_any_values(decoder, changes):
         rows.append(item)
     body = json.dumps(rows).encode()
     try:
-        careful = decoder._decode_careful(body)
+        careful = decoder._decode_as_sent(body)
     except InputError as expected:
         with pytest.raises(InputError) as raised:
             decoder.decode(body)
@@ -257,9 +264,10 @@ def test_response_holds_each_model_input_as_a_json_float(rows):
     the matrix the model scored, under its own name."""
     model = load_model(MODEL_DIR)
     body = json.dumps(variant_records(SEED + 5, rows=rows)).encode()
-    columns = JsonDecoder(model.numeric_inputs, 10_000).decode(body)
-    scores = model.score(columns)
-    results = json.loads(JsonEncoder(scores.names).encode(scores, columns.single))
+    columns = JsonDecoder(Decoder(model.numeric_inputs), 10_000).decode(body)
+    prediction = PredictionService(model).predict(columns)
+    scores = prediction.scores
+    results = json.loads(JsonEncoder(scores.names).encode(prediction))
     assert len(results) == rows
     for row, result in enumerate(results):
         assert type(result.pop("business_outcome")) is int

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 import msgspec
 
+from ad_purchase.core import PredictionService
+from ad_purchase.core.decoding import Decoder
 from ad_purchase.codecs import JsonDecoder, JsonEncoder, json_codec
 from ad_purchase.model import load_model
-from ad_purchase.schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, MAX_MAGNITUDE,
-                                NUMERIC_FIELDS, PERCENT_FIELD, Columns, FieldError, InputError, Problem, is_missing,
-                                numeric_parser, parse_currency, parse_level, parse_number, parse_percent)
+from ad_purchase.schema import CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, MAX_MAGNITUDE, NUMERIC_FIELDS, PERCENT_FIELD, Columns, InputError, Problem
+from ad_purchase.core.decoding import FieldError, is_missing, numeric_parser, parse_currency, parse_level, parse_number, parse_percent
 from ad_purchase.serving.app import create_app
 
 from api_support import MODEL_DIR, assert_result_shape, assert_safe_body, example
@@ -36,7 +37,8 @@ APP = create_app({"MODEL_DIR": str(MODEL_DIR)})
 CLIENT = APP.test_client()
 MAX_ROWS = APP.extensions["service"].settings.MAX_BATCH_ROWS
 MODEL = load_model(MODEL_DIR)
-DECODER = JsonDecoder(MODEL.numeric_inputs, MAX_ROWS)
+SERVICE = PredictionService(MODEL)
+DECODER = JsonDecoder(SERVICE.request_decoder, MAX_ROWS)
 ENCODER = JsonEncoder(MODEL.plan.names)
 SINGLE = example("single")
 
@@ -99,7 +101,7 @@ def field_valid(field: str, value) -> bool:
         number = numeric_parser(field)(value)
     except FieldError:
         return False
-    return not (field in DECODER.numeric_fields and abs(number) > MAX_MAGNITUDE)
+    return not (field in DECODER.decoder.numeric_fields and abs(number) > MAX_MAGNITUDE)
 
 
 def looks_wrapped(record: dict) -> bool:
@@ -328,7 +330,7 @@ def valid_record(draw, numeric=None) -> dict:
 
 def assert_same_columns(left: Columns, right: Columns) -> None:
     assert (left.rows, left.single) == (right.rows, right.single)
-    for field in DECODER.numeric_fields:
+    for field in DECODER.decoder.numeric_fields:
         a, b = left.column(field), right.column(field)
         assert np.array_equal(np.isnan(a), np.isnan(b)), field
         assert np.array_equal(a[~np.isnan(a)], b[~np.isnan(b)]), field
@@ -345,8 +347,12 @@ def encode(records: list[dict], single: bool) -> bytes:
 def test_fast_and_careful_decoding_agree_on_valid_batches(records, single):
     body = encode(records, single)
     decoded = DECODER.decode(body)
-    event("fast path" if decoded.numeric_fields != NUMERIC_FIELDS else "careful path")
-    assert_same_columns(decoded, DECODER._decode_careful(body))
+    try:
+        DECODER._decode_typed(body)
+        event("typed path")
+    except (msgspec.DecodeError, json_codec._ReadAsSent):
+        event("read as sent")
+    assert_same_columns(decoded, DECODER._decode_as_sent(body))
 
 
 @SETTINGS
@@ -357,21 +363,21 @@ def test_fast_path_accepts_nothing_the_careful_path_rejects(records, single):
     the careful path (the schema's rules, field by field) takes it too and reads the same values."""
     body = encode(records, single)
     try:
-        fast = DECODER._decode_fast(body)
-    except (msgspec.DecodeError, FieldError, RecursionError, json_codec._UseCarefulPath):
+        fast = DECODER._decode_typed(body)
+    except (msgspec.DecodeError, FieldError, RecursionError, json_codec._ReadAsSent):
         event("fast path declined")
         return
     event("fast path decoded")
-    assert_same_columns(fast, DECODER._decode_careful(body))
+    assert_same_columns(fast, DECODER._decode_as_sent(body))
 
 
 def test_a_clean_synthetic_batch_takes_the_fast_path():
     """The agreement above matters because clean client data is decoded by the fast path."""
     from ad_purchase.training import synthetic
     body = json.dumps(synthetic.to_records(synthetic.generate(50, seed=11))).encode()
-    batch = DECODER.decode(body)
-    assert batch.numeric_fields != NUMERIC_FIELDS and batch.rows == 50
-    assert_same_columns(batch, DECODER._decode_careful(body))
+    batch = DECODER._decode_typed(body)            # raises when the typed path declines
+    assert batch.rows == 50
+    assert_same_columns(batch, DECODER._decode_as_sent(body))
 
 
 @SETTINGS
@@ -382,8 +388,9 @@ def test_a_row_scores_the_same_bits_alone_as_inside_a_batch(records):
     batch = MODEL.score(DECODER.decode(encode(records, single=False)))
     answers = ENCODER.records(batch)
     for row, record in enumerate(records):
-        alone = MODEL.score(DECODER.decode(encode([record], single=True)))
-        assert ENCODER.encode(alone, single=True) == msgspec.json.encode(answers[row]), row
+        prediction = SERVICE.predict(DECODER.decode(encode([record], single=True)))
+        alone = prediction.scores
+        assert ENCODER.encode(prediction) == msgspec.json.encode(answers[row]), row
         assert alone.inputs.dtype == batch.inputs.dtype and alone.phat.dtype == batch.phat.dtype
         assert alone.inputs.tobytes() == batch.inputs[row:row + 1].tobytes(), row
         assert alone.phat.tobytes() == batch.phat[row:row + 1].tobytes(), row
@@ -392,7 +399,7 @@ def test_a_row_scores_the_same_bits_alone_as_inside_a_batch(records):
 
 def test_the_row_limit_holds_for_a_single_record_too():
     """A one-record body has its own decoding path; the batch limit applies to it all the same."""
-    decoder = JsonDecoder(MODEL.numeric_inputs, max_rows=0)
+    decoder = JsonDecoder(Decoder(MODEL.numeric_inputs), max_rows=0)
     for single in (True, False):
         with pytest.raises(InputError) as caught:
             decoder.decode(encode([SINGLE], single))

@@ -18,7 +18,7 @@ def shown_after(command: str) -> str:
 
 
 def test_the_readme_is_a_manual_not_a_notebook():
-    assert len(README.encode()) < 16_000
+    assert len(README.encode()) < 20_000           # design notes and sizing live in docs/
     headings = re.findall(r"^## (.+)$", README, flags=re.M)
     assert headings[:2] == ["Quickstart", "The API"]
 
@@ -57,3 +57,17 @@ def test_the_error_example_is_the_one_shown():
     shown = shown_after("--data @examples/bad.json\n")
     for error in body["errors"]:
         assert json.dumps(error["value"]) in shown and error["message"][:30] in shown
+
+
+def test_the_input_table_states_the_schemas_levels_and_missing_spellings():
+    """The README's input section is written from the schema: every level and every missing
+    spelling it lists is the schema's, and none is left out."""
+    from ad_purchase.schema import CATEGORICAL_LEVELS, MISSING_STRINGS
+    section = README[README.index("### Input"):README.index("### Output")]
+    for field, levels in CATEGORICAL_LEVELS.items():
+        listed = set(re.findall(r"`(\w+)`", section[section.index(f"`{field}`"):]))
+        assert levels[0] in section and levels[-1] in section, field
+        assert set(levels) <= listed | {level for level in levels if f"{levels[0]}`…`{levels[-1]}" in section}, field
+    sentence = section[section.index("A missing"):section.index("in any case:")]
+    listed = {word.lower() for word in re.findall(r'`"([^"`]*)"`', sentence)}
+    assert listed == set(MISSING_STRINGS), (listed, MISSING_STRINGS)

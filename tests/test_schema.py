@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ad_purchase import schema
-from ad_purchase.schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, FieldError,
-                    Profile, all_model_columns, dummy_columns, numeric_parser, parse_column, parse_currency,
-                    parse_level, parse_number, parse_percent, split_dummy)
+from ad_purchase.core import decoding
+from ad_purchase.schema import CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, all_model_columns, dummy_columns, split_dummy
+from ad_purchase.core.decoding import FieldError, numeric_parser, read_numbers, parse_currency, parse_level, parse_number, parse_percent
+from ad_purchase.resources import Profile
 
 MISSING_MARKERS = [None, float("nan"), "", "   ", "nan", "NaN", "NAN", "NA", "na", " nan ", "\tNaN\n"]
 
@@ -267,7 +268,7 @@ def test_parsers_either_return_a_float_or_raise_field_error(text):
         except FieldError:
             continue
         assert isinstance(value, float)
-        assert math.isfinite(value) or (math.isnan(value) and schema.is_missing(text))
+        assert math.isfinite(value) or (math.isnan(value) and decoding.is_missing(text))
 
 
 def test_numeric_parser_per_field():
@@ -385,6 +386,14 @@ def test_a_long_column_that_does_not_match_is_read_in_linear_time(field):
     assert time.perf_counter() - started < 5
 
 
+def parse_column(field: str, values: list) -> np.ndarray:
+    """A whole column read by the decoding core's column rule; FieldError where a value is bad."""
+    numbers, bad = read_numbers(field, values)
+    if bad:
+        raise FieldError(bad[0][2])
+    return numbers
+
+
 def column_values(field: str):
     spelled = st.text(alphabet=NUMBERISH.replace("\n", ""), max_size=10)
     if field == "x12":
@@ -395,7 +404,7 @@ def column_values(field: str):
 
 
 def assert_column_read_like_each_value(field: str, values: list) -> None:
-    """parse_column gives the per-value parser's numbers, or raises FieldError where it does."""
+    """The column rule gives the per-value parser's numbers, or raises FieldError where it does."""
     parser = numeric_parser(field)
     try:
         expected = np.array([parser(v) for v in values])

@@ -160,6 +160,7 @@ def test_the_executor_function_scores_and_sets_aside_like_the_local_engine(capsy
     """score_partition, what every executor runs, called here on Arrow batches directly: a row
     out per scored record and one per problem, the scores those of the local engine."""
     from ad_purchase.batch import spark as engine
+    from ad_purchase.core import PredictionService
     from ad_purchase.model import load_model
 
     local = tmp_path / "local.parquet"
@@ -168,12 +169,12 @@ def test_the_executor_function_scores_and_sets_aside_like_the_local_engine(capsy
         column_types={name: pa.string() for name in pacsv.read_csv(sources["bad"]).column_names}))
     text = text.append_column(engine.ROW, pa.array(range(1, ROWS + 1), type=pa.int64()))
     schema = engine._output_schema(load_model(MODEL_DIR), None, None)
-    engine._MODELS["in-process"] = load_model(MODEL_DIR)
+    engine._SERVICES["in-process"] = PredictionService(load_model(MODEL_DIR))
     try:
         out = pa.Table.from_batches(list(engine.score_partition(
             iter(text.to_batches(max_chunksize=100)), "in-process", str(MODEL_DIR), None, schema)), schema)
     finally:
-        del engine._MODELS["in-process"]
+        del engine._SERVICES["in-process"]
     rejects = out.filter(pc.equal(out.column(engine.STATUS), "reject"))
     assert list(zip(rejects.column(engine.ROW).to_pylist(), rejects.column("field").to_pylist())) == [
         (8, "x12"), (151, "x5"), (151, "x20"), (390, "x91")]

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from ad_purchase.training import synthetic
-from ad_purchase.schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, TARGET, Profile,
-                    numeric_parser, parse_currency, parse_level, parse_percent)
+from ad_purchase.schema import CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, NUMERIC_FIELDS, TARGET
+from ad_purchase.core.decoding import numeric_parser, parse_currency, parse_level, parse_percent
+from ad_purchase.resources import Profile
 
 LARGE_ROWS = 20_000
 LARGE_SEED = 17

@@ -1,5 +1,6 @@
 """train.py as a command: bad inputs stop it with a clear message and leave --out untouched;
-a good run prints its stages and writes the artifacts.
+a folder holding a model is replaced only with --force; a good run prints its stages and writes
+the artifacts.
 
 Every case runs train.py in its own process.  The processes are started together (each one
 spends most of its time importing the scientific stack) and the tests read their results.
@@ -20,9 +21,12 @@ import pytest
 
 from ad_purchase.training import synthetic
 from ad_purchase.cli import train
-from ad_purchase.model.artifacts import ARTIFACT_FILES, METADATA_FILE
+from ad_purchase.model.artifacts import ARTIFACT_FILES, METADATA_FILE, MODEL_FILE
 
 KEEP_FILES = {"KEEP.txt": b"an earlier model lives here\n", "old/weights.bin": bytes(range(256)) * 8}
+# An earlier model's files, for the cases that find one in --out.
+OLD_MODEL = {METADATA_FILE: b'{"model_version": "old"}\n', **{name: b"old " + name.encode() for name in ARTIFACT_FILES}}
+SUCCESS_ARGS = ["--synthetic", "500", "--seed", "3", "--no-report"]
 TIMEOUT = 300
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,19 +82,30 @@ def _start(args: list[str], env: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+# Runs that train on synthetic rows: what --out holds beforehand (beside KEEP_FILES) and the
+# extra arguments.
+TRAINING_RUNS = {
+    "success": ({}, []),
+    "model_there": (OLD_MODEL, []),
+    "one_artifact_there": ({MODEL_FILE: OLD_MODEL[MODEL_FILE]}, []),
+    "forced": (OLD_MODEL, ["--force"]),
+}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tree_snapshot) -> dict[str, Run]:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     started = {}
     try:
-        for name, (file_name, write) in {**FAILURES, "success": (None, None)}.items():
+        for name, (file_name, write) in {**FAILURES, **dict.fromkeys(TRAINING_RUNS, (None, None))}.items():
             case_dir = tmp_path_factory.mktemp(name)
             out_dir = case_dir / "out"
-            for relative, data in KEEP_FILES.items():
+            there = {**KEEP_FILES, **TRAINING_RUNS.get(name, ({}, []))[0]}
+            for relative, data in there.items():
                 (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
                 (out_dir / relative).write_bytes(data)
-            if name == "success":
-                args = ["--synthetic", "500", "--seed", "3", "--out", str(out_dir), "--no-report"]
+            if name in TRAINING_RUNS:
+                args = [*SUCCESS_ARGS, "--out", str(out_dir), *TRAINING_RUNS[name][1]]
             else:
                 data_path = case_dir / file_name
                 if write is not None:
@@ -125,14 +140,14 @@ def test_failure_exits_non_zero_and_leaves_out_untouched(runs, case):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("missing_columns", ["missing columns", "x7", "x55"]),
+    ("missing_columns", ["required column(s)", "x7", "x55"]),
     ("target_not_binary", ["row 5 (line 6)", "y='2'", "0 or 1"]),
     ("bad_currency", ["row 3 (line 4)", "x12='$1,2x'", "currency"]),
     ("bad_percent", ["row 7 (line 8)", "x63='abc%'", "percentage"]),
     ("unknown_category", ["row 4 (line 5)", "x5='funday'", "expected one of", "monday"]),
     ("empty_file", ["rows.csv", "empty"]),
-    ("png_file", ["picture.png", "not a UTF-8 text CSV"]),
-    ("json_file", ["rows.json", "missing columns"]),
+    ("png_file", ["picture.png", "not valid UTF-8"]),
+    ("json_file", ["rows.json", "required column(s)"]),
     ("nonexistent_file", ["missing.csv", "no such file"]),
 ])
 def test_failure_message_says_what_is_wrong(runs, case, expected):
@@ -174,6 +189,38 @@ def test_synthetic_run_prints_its_stages_and_writes_artifacts(runs):
     assert f"done: model version {expected}," in run.stdout
 
 
+# --------------------------------------------------------------------------- an existing model
+
+@pytest.mark.parametrize("case", ["model_there", "one_artifact_there"])
+def test_a_folder_holding_a_model_is_refused_without_force(runs, case):
+    run = runs[case]
+    assert run.returncode == 2
+    assert run.stdout == ""                                        # refused before any work
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"error: {run.out_dir} already holds a model"), run.stderr
+    assert "pass --force to replace it" in run.stderr
+    assert run.after == run.before
+    assert run.leftovers == []
+
+
+def test_force_replaces_the_model_and_keeps_the_other_files(runs):
+    run = runs["forced"]
+    assert run.returncode == 0, run.stderr
+    assert "done: model version" in run.stdout
+    for name, old in OLD_MODEL.items():
+        assert run.after[name] != old, name
+    metadata = json.loads(run.after[METADATA_FILE])
+    assert metadata["training_data"] == "synthetic:500:seed=3"
+    assert metadata["artifacts"] == {name: hashlib.sha256(run.after[name]).hexdigest() for name in ARTIFACT_FILES}
+    for relative, data in KEEP_FILES.items():
+        assert run.after[relative] == data
+    assert run.leftovers == []
+
+
+def test_a_folder_without_a_model_needs_no_force(runs):
+    assert set(KEEP_FILES) & set(runs["success"].before) and runs["success"].returncode == 0
+
+
 # --------------------------------------------------------------------------- in-process checks
 
 def test_main_returns_2_for_bad_data(tmp_path, capsys):
@@ -206,3 +253,22 @@ def test_argument_errors(argv, capsys):
         train.parse_args(argv)
     assert caught.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_main_refuses_a_model_folder_before_reading_the_data(tmp_path, capsys):
+    out_dir = tmp_path / "objs"
+    out_dir.mkdir()
+    (out_dir / METADATA_FILE).write_text("{}")
+    assert train.main(["--data", str(tmp_path / "absent.csv"), "--out", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {out_dir} already holds a model ({METADATA_FILE}); pass --force to replace it\n"
+    assert [p.name for p in out_dir.iterdir()] == [METADATA_FILE]
+
+
+def test_force_still_stops_on_bad_data_with_the_model_untouched(tmp_path, capsys):
+    out_dir = tmp_path / "objs"
+    out_dir.mkdir()
+    (out_dir / METADATA_FILE).write_text("{}")
+    assert train.main(["--data", str(tmp_path / "absent.csv"), "--out", str(out_dir), "--force"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert (out_dir / METADATA_FILE).read_text() == "{}"

@@ -21,8 +21,8 @@ from ad_purchase.training import data as training_data
 from ad_purchase.training import fit, save
 from ad_purchase.model.artifacts import (ARTIFACT_FILES, IMPUTER_FILE, METADATA_FILE, MODEL_FILE, SCALER_FILE,
                        VARIABLES_FILE)
-from ad_purchase.schema import (CATEGORICAL_FIELDS, NUMERIC_FIELDS, TARGET, Profile, all_model_columns,
-                    split_dummy)
+from ad_purchase.schema import CATEGORICAL_FIELDS, NUMERIC_FIELDS, TARGET, all_model_columns, split_dummy
+from ad_purchase.resources import Profile
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METADATA_KEYS = {
@@ -340,7 +340,7 @@ def test_failure_of_the_final_rename_leaves_the_folder_unchanged(existing_model,
     real_replace = os.replace
 
     def replace(src, dst):
-        if Path(src).name.startswith(f".{existing_model.name}.staging-"):
+        if Path(src).parent.name.startswith(f".{existing_model.name}.") and Path(src).name == existing_model.name:
             raise OSError("simulated failure of the rename into place")
         real_replace(src, dst)
 

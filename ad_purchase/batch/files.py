@@ -1,23 +1,21 @@
 """Files read and written in record batches: CSV and Parquet, chosen by the file's extension.
 
-Reading streams a file in blocks of a few megabytes (pyarrow's CSV and Parquet readers), so
-memory stays flat whatever the file's size.  Writing goes to a temporary file beside the target
-that replaces it only when everything is written: a failed run leaves nothing behind.
+Reading streams a file in pieces of a few megabytes (the CSV codec's reader, pyarrow's Parquet
+reader), so memory stays flat whatever the file's size.  Writing goes to a file staged beside
+the target that replaces it only when everything is written: a failed run leaves nothing behind.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import csv
 import itertools
 import math
 import os
 import queue
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -25,17 +23,18 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ..codecs.arrow_codec import READ_AS_MISSING
-from ..schema import CATEGORICAL_FIELDS, FIELDS, MAX_MAGNITUDE, PLAIN_FIELDS, InputError, Problem
+from .. import machine_cores
+from ..atomic import Staged
+from ..codecs.csv_codec import CsvTextWriter, HeaderError, all_null, first_bad_utf8_line, header_names, \
+    read_records, unreadable
+from ..core.decoding import check_fields
+from ..schema import FIELDS, PLAIN_FIELDS, InputError, Problem
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # CSV pieces: larger ones spread each batch's fixed costs (a reader call, the checks' calls) over
 # more rows, and cost memory (a few pieces are held at once) and a longer wait for the first.
 CSV_BLOCK_BYTES = 8 << 20
 PIECES_IN_HAND = 3               # CSV pieces being parsed or waiting to be handed on
-# A piece is parsed in blocks of this size where its records allow: a block's cells then stay in
-# the CPU's cache while the reader converts them, column by column.
-PARSE_BLOCK_BYTES = 1 << 20
 PARQUET_BATCH_ROWS = 16_384
 # Column chunks read in slices of this size, not whole (pre_buffer off): memory then follows the
 # number of columns, not the size of a row group.
@@ -59,21 +58,26 @@ class Batch:
     vouched: frozenset[str] = frozenset()
 
 
-_TYPED_PLAIN = frozenset(PLAIN_FIELDS)
+_TYPED_PLAIN = frozenset(PLAIN_FIELDS)     # what a typed CSV piece or Parquet statistics can vouch for
 
 
 class Source:
-    """The records of a CSV or Parquet file, batch by batch; `id_column` (optional) is read too.
-    `inputs`: the fields whose values the caller needs (the model's numeric inputs), always read."""
+    """The records of a CSV or Parquet file, batch by batch; `id_column` (optional) and `extra`
+    columns (the training target) are read too.  `inputs`: the fields whose values the caller
+    needs (the model's numeric inputs), always read."""
 
-    def __init__(self, path: Path, id_column: str | None = None, inputs: Iterable[str] = ()) -> None:
+    def __init__(self, path: Path, id_column: str | None = None, inputs: Iterable[str] = (),
+                 extra: Sequence[str] = (), text_by_default: bool = False) -> None:
+        """`text_by_default`: a file whose name does not say Parquet is read as CSV."""
         self.path, self.id_column = Path(path), id_column
         self.inputs = frozenset(inputs)
-        self.format = file_format(self.path)
-        self.columns = [*FIELDS, *([id_column] if id_column else [])]
+        self.format = ("csv" if FORMATS.get(self.path.suffix.lower()) != "parquet" else "parquet") \
+            if text_by_default else file_format(self.path)
+        self.also = [*([id_column] if id_column else []), *extra]
+        self.columns = [*FIELDS, *self.also]
         self._parquet_file = self._open_parquet() if self.format == "parquet" else None
         self.names = self._names()
-        check_columns(self.path, self.names, id_column)
+        check_fields(self.names, f"{self.path}: the file", self.also)
 
     def _open_parquet(self) -> pq.ParquetFile:
         # Opened once: a Parquet footer, parsed, can take tens of megabytes.
@@ -89,15 +93,14 @@ class Source:
         with open(self.path, "rb") as handle:
             line = handle.readline()
         try:
-            header = next(csv.reader([line.decode("utf-8-sig")]), None)
-        except UnicodeDecodeError:
-            raise InputError(Problem.MALFORMED_CSV, f"{self.path}: line 1 is not valid UTF-8") from None
-        except csv.Error as exc:
-            raise InputError(Problem.MALFORMED_CSV, f"{self.path}: the header row cannot be read ({exc})") from None
-        if header is None:
+            names = header_names(line)
+        except HeaderError as exc:
+            raise InputError(Problem.MALFORMED_CSV, f"{self.path}: the header row cannot be read as CSV ({exc})"
+                             if exc.utf8 else f"{self.path}: line 1 is not valid UTF-8") from None
+        if not names:
             raise InputError(Problem.MALFORMED_CSV, f"{self.path}: the file is empty; it needs a header row "
                                                     "naming x0..x99")
-        return [name.strip() for name in header]
+        return names
 
     @property
     def total_rows(self) -> int | None:
@@ -107,52 +110,20 @@ class Source:
     def __iter__(self) -> Iterator[Batch]:
         return self._parquet() if self.format == "parquet" else self._csv()
 
-    def _parse(self, piece: pa.Buffer, block_size: int, typed: bool) -> pa.RecordBatch:
-        """One piece of the file (whole records, no header) parsed by pyarrow's reader into one
-        batch.  Typed: the plain numeric fields arrive as float64, converted by the reader; else
-        every field arrives as text.  Categoricals arrive dictionary-encoded: each distinct
-        spelling is stored once rather than once per row."""
-        types = {name: pa.string() for name in self.columns}
-        types.update((name, pa.dictionary(pa.int32(), pa.string())) for name in CATEGORICAL_FIELDS)
-        if typed:
-            types.update((name, pa.float64()) for name in PLAIN_FIELDS)
-        table = pacsv.read_csv(
-            piece,
-            # One thread: pieces are parsed side by side instead (see _csv).
-            read_options=pacsv.ReadOptions(column_names=self.names, block_size=block_size, use_threads=False),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=self.columns,
-                                                 null_values=READ_AS_MISSING, strings_can_be_null=True,
-                                                 quoted_strings_can_be_null=True))
-        if not table.num_rows:
-            return pa.RecordBatch.from_pylist([], schema=table.schema)
-        return table.combine_chunks().to_batches()[0]     # one chunk per block, joined into one batch
-
-    def _read_piece(self, piece: pa.Buffer) -> tuple[pa.RecordBatch, bool, Exception | None]:
-        """Typed where the piece proves clean (a cell the reader cannot convert, or a value whose
-        text the schema must see, such as NaN, an infinity or beyond 1e300, makes it text).
-        Parsed in small blocks first, and as one block when that fails: the reader refuses a
-        record longer than a block."""
-        whole = piece.size + 1
-        error = None
-        for block_size in [PARSE_BLOCK_BYTES, whole] if whole > PARSE_BLOCK_BYTES else [whole]:
-            for typed in (True, False):
-                try:
-                    records = self._parse(piece, block_size, typed)
-                except pa.ArrowInvalid as exc:
-                    error = exc
-                    continue
-                if not typed or _proven_clean(records):
-                    return records, typed, None
-        return None, False, error
+    def _read_piece(self, piece: pa.Buffer) -> tuple[pa.RecordBatch | None, bool, Exception | None]:
+        try:
+            records, typed = read_records(piece, self.names, self.columns)
+        except pa.ArrowInvalid as exc:
+            return None, False, exc
+        return records, typed, None
 
     def _csv(self) -> Iterator[Batch]:
         done = 0
         pending: collections.deque = collections.deque()
-        # Two pieces parsed at a time by two threads (pyarrow releases the GIL): both cores parse,
-        # and each piece is one batch, with no chunks to join.  At most PIECES_IN_HAND pieces
-        # are held, fewer than _pieces' buffers.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        # Pieces parsed side by side, a thread per core (pyarrow releases the GIL), and each piece
+        # is one batch, with no chunks to join.  At most PIECES_IN_HAND pieces are held, fewer
+        # than _pieces' buffers.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(machine_cores(), PIECES_IN_HAND)) as pool:
             for piece in itertools.chain(_pieces(self.path, CSV_BLOCK_BYTES, PIECES_IN_HAND + 1), [None]):
                 if piece is not None:
                     pending.append((piece, pool.submit(self._read_piece, piece)))
@@ -167,7 +138,7 @@ class Source:
                     done += records.num_rows
                     # A blank line is a record of nulls only: skipped, but counted, so that a data
                     # row's number stays its line in the file less the header.
-                    blank = _all_null(records)
+                    blank = all_null(records)
                     if blank is not None:
                         records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
                     if records.num_rows:
@@ -177,22 +148,11 @@ class Source:
         """Why a piece cannot be read, with the data row where the reader says it fails."""
         text = str(exc)
         if "UTF8" in text or "UTF-8" in text:
-            return f"{self.path}: line {first_bad_utf8_line(self.path)} is not valid UTF-8"
-        failed = []
-
-        def note(row) -> str:                 # the reader counts the piece's records from 1
-            failed.append(row.number)
-            return "error"
-        try:
-            pacsv.read_csv(piece, read_options=pacsv.ReadOptions(column_names=self.names, use_threads=False),
-                           parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False,
-                                                            invalid_row_handler=note),
-                           convert_options=pacsv.ConvertOptions(include_columns=self.columns,
-                                                                column_types={n: pa.string() for n in self.columns}))
-        except pa.ArrowInvalid:
-            pass
-        where = f"data row {done + failed[0]}" if failed and failed[0] is not None else f"after data row {done}"
-        return f"{self.path}: {where} cannot be read as CSV: {_first_line(exc)}"
+            with open(self.path, "rb") as handle:
+                return f"{self.path}: line {first_bad_utf8_line(handle)} is not valid UTF-8"
+        row, why = unreadable(piece, exc, self.names, self.columns)
+        where = f"data row {done + row}" if row is not None else f"after data row {done}"
+        return f"{self.path}: {where} cannot be read as CSV: {why}"
 
     def _parquet(self) -> Iterator[Batch]:
         """Row groups in runs that need the same columns: a plain field whose column statistics
@@ -247,50 +207,8 @@ def _vouched_by_statistics(schema: pa.Schema, row_group) -> frozenset[str]:
     return frozenset(vouched)
 
 
-def check_columns(path, names: list[str], id_column: str | None) -> None:
-    """The file names every field once, and the id column if one is asked for."""
-    seen, repeated = set(), set()
-    for name in names:
-        (repeated if name in seen else seen).add(name)
-    repeated &= {*FIELDS, id_column}
-    if repeated:
-        raise InputError(Problem.MALFORMED_CSV, f"{path}: the header names these columns more than once: "
-                                                f"{', '.join(sorted(repeated))}")
-    missing = [name for name in (*FIELDS, *([id_column] if id_column else [])) if name not in seen]
-    if missing:
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise InputError(Problem.MALFORMED_CSV, f"{path}: the file lacks {len(missing)} required column(s): "
-                                                f"{', '.join(missing[:10])}{more}")
-
-
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-
-
-def _proven_clean(records: pa.RecordBatch | pa.Table) -> bool:
-    """Whether every typed plain number is finite and at most MAX_MAGNITUDE in size: then the
-    schema reads each cell's text as the same number (or as missing, where the reader gave null)."""
-    for name in PLAIN_FIELDS:
-        column = records.column(name)
-        if not len(column):
-            continue
-        # The values buffer seen in place (null slots hold 0.0 or another number, which can only
-        # make the answer "not proven"); a NaN makes min or max NaN and the comparison false.
-        values = np.frombuffer(column.buffers()[1], dtype=np.float64, count=len(column), offset=column.offset * 8)
-        if not (-MAX_MAGNITUDE <= values.min() and values.max() <= MAX_MAGNITUDE):
-            return False
-    return True
-
-
-def _all_null(records: pa.RecordBatch):
-    """A boolean mask of the records whose every column is null, or None when there are none."""
-    blank = None
-    for column in records.columns:
-        nulls = pc.is_null(column)
-        blank = nulls if blank is None else pc.and_(blank, nulls)
-        if not pc.any(blank).as_py():
-            return None
-    return blank
 
 
 def _pieces(path: Path, size: int, slots: int) -> Iterator[pa.Buffer]:
@@ -343,27 +261,14 @@ def _last_cut(data: bytearray, length: int, quotes: np.ndarray) -> int:
     return cut
 
 
-def first_bad_utf8_line(path: Path) -> int:
-    """The 1-based number of the first line that is not valid UTF-8 (0 if none is)."""
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 0
-
-
 class Sink:
     """Record batches written to a CSV or Parquet file that appears only when `commit` is called."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.format = file_format(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, self.temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
-        os.close(handle)
-        os.chmod(self.temporary, 0o666 & ~_umask())     # mkstemp's 0600 would outlive the rename
+        self._staged = Staged(self.path)
+        self.temporary = str(self._staged.path)
         self._writer = None
         self.rows = 0
 
@@ -387,86 +292,14 @@ class Sink:
     def commit(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        os.replace(self.temporary, self.path)
+        self._staged.commit()
 
     def discard(self) -> None:
         try:
             if self._writer is not None:
                 self._writer.close()
         finally:
-            Path(self.temporary).unlink(missing_ok=True)
-
-
-class CsvTextWriter:
-    """Record batches as CSV text, byte for byte what pyarrow's CSV writer writes (the header's
-    names unquoted, text always quoted, nulls empty), for numbers and text only.
-
-    The difference is in columns whose every value is a single digit, such as the 0/1
-    indicators of an answer: a run of them is laid out by numpy as one block of fixed width,
-    instead of formatting each value on its own."""
-
-    def __init__(self, path: str, schema: pa.Schema) -> None:
-        self._file = open(path, "wb")
-        self._file.write((",".join(schema.names) + "\n").encode())
-
-    @staticmethod
-    def writes(schema: pa.Schema) -> bool:
-        return all(pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind)
-                   for kind in schema.types)
-
-    def write_batch(self, records: pa.RecordBatch) -> None:
-        if not records.num_rows:
-            return
-        parts, digits = [], []
-        for column in records.columns:
-            if _single_digits(column):
-                digits.append(column)
-                continue
-            if digits:
-                parts.append(_digit_block(digits))
-                digits = []
-            parts.append(_as_text(column))
-        if digits:
-            parts.append(_digit_block(digits))
-        lines = pc.binary_join_element_wise(*parts, ",", null_handling="replace", null_replacement="")
-        lines = pc.binary_join_element_wise(lines, "\n", "")
-        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
-        self._file.write(memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]])
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _single_digits(column: pa.Array) -> bool:
-    if not pa.types.is_integer(column.type) or column.null_count:
-        return False
-    least, most = pc.min_max(column).values()
-    return least.as_py() >= 0 and most.as_py() <= 9
-
-
-def _digit_block(columns: list[pa.Array]) -> pa.Array:
-    """Columns of single digits as one text column, "d,d,...,d" in every row: a byte matrix
-    seen as strings of equal length, built without formatting a value."""
-    rows, width = len(columns[0]), 2 * len(columns) - 1
-    text = np.full((rows, width), ord(","), dtype=np.uint8)
-    for place, column in enumerate(columns):
-        text[:, 2 * place] = column.to_numpy(zero_copy_only=False) + ord("0")
-    offsets = np.arange(0, (rows + 1) * width, width, dtype=np.int32)
-    return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(text))
-
-
-def _as_text(column: pa.Array) -> pa.Array:
-    """A column's values as the CSV writer writes them: numbers as Arrow formats them, text in
-    quotes with its quotes doubled; nulls stay null (written empty)."""
-    if pa.types.is_string(column.type):
-        return pc.binary_join_element_wise('"', pc.replace_substring(column, '"', '""'), '"', "")
-    return pc.cast(column, pa.string())
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+            self._staged.discard()
 
 
 def read_ahead(batches: Iterator, depth: int = 2) -> Iterator:

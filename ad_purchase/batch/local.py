@@ -1,5 +1,5 @@
-"""Scoring a file on this machine: read in record batches, read every cell with the schema's
-rules, score with the model core, write the answers batch by batch.
+"""Scoring a file on this machine: read in record batches, checked by the decoding core, scored
+by the prediction service, the answers written batch by batch.
 
 By default the first batch holding a bad value stops the run and nothing is written.  With a
 rejects file, rows with bad values are set aside there (one line per problem) and every other
@@ -15,13 +15,14 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from ..codecs.arrow_codec import ArrowDecoder, encode, encode_rejects
+from ..codecs.arrow_codec import encode, encode_rejects
+from ..core import PredictionService
+from ..core.decoding import fields_of
 from ..model import Model, Scores
-from ..schema import InputError
+from ..schema import SHOWN_ERRORS, InputError
 from .files import Sink, Source, WriteBehind, read_ahead
 
 ROW_ID_COLUMN = "row"          # the id column when the file has none: the 1-based data row
-SHOWN_PROBLEMS = 10
 
 
 class Stopped(Exception):
@@ -40,9 +41,9 @@ def describe(problems: list[dict], source: Path) -> str:
     """Problems as lines for a person reading a terminal; `row` is a data row, the file's line
     less the header (unless quoted values hold line breaks)."""
     lines = [f"{source}: line {p['row'] + 1} (data row {p['row']}), field {p['field']}, "
-             f"value {p.get('value', '(absent)')!r}: {p['message']}" for p in problems[:SHOWN_PROBLEMS]]
-    if len(problems) > SHOWN_PROBLEMS:
-        lines.append(f"... and {len(problems) - SHOWN_PROBLEMS} more invalid value(s) in the same batch")
+             f"value {p.get('value', '(absent)')!r}: {p['message']}" for p in problems[:SHOWN_ERRORS]]
+    if len(problems) > SHOWN_ERRORS:
+        lines.append(f"... and {len(problems) - SHOWN_ERRORS} more invalid value(s) in the same batch")
     return "\n".join(lines)
 
 
@@ -60,7 +61,7 @@ def score_file(source_path: Path, target_path: Path, model: Model, *, id_column:
         source = Source(source_path, id_column, inputs=model.numeric_inputs)
     except InputError as exc:
         raise Stopped(exc.detail) from None
-    decoder = ArrowDecoder(model.numeric_inputs)
+    service = PredictionService(model)
     id_name = id_column or ROW_ID_COLUMN
     sink = Sink(target_path)
     rejects = Sink(rejects_path) if rejects_path is not None else None
@@ -69,18 +70,21 @@ def score_file(source_path: Path, target_path: Path, model: Model, *, id_column:
     try:
         for batch in read_ahead(iter(source)):
             for records, rows in _slices(batch.records, batch.rows, chunk_rows):
-                decoded = decoder.decode(records, rows, batch.vouched)
+                decoded = service.batch_decoder.decode(fields_of(records), records.num_rows,
+                                                       vouched=dict.fromkeys(batch.vouched))
                 ids = records.column(id_column) if id_column else pa.array(rows, type=pa.int64())
-                if decoded.problems:
+                if decoded.total:
+                    errors = decoded.errors(rows)
                     if rejects is None:
-                        raise Stopped(describe(decoded.problems, source_path))
+                        raise Stopped(describe(errors, source_path))
                     id_of = dict(zip(rows.tolist(), ids.to_pylist())) if id_column else {}
-                    rejects.write(encode_rejects(decoded.problems, id_of, id_name))
-                    problems += len(decoded.problems)
+                    rejects.write(encode_rejects(errors, id_of, id_name))
+                    problems += len(errors)
                     set_aside += records.num_rows - decoded.columns.rows
                     ids = ids.filter(pa.array(decoded.kept))
                 if decoded.columns.rows:
-                    writer.write(encode(model.score(decoded.columns), ids, id_name, sink.format == "csv"))
+                    scores = service.predict(decoded.columns).scores
+                    writer.write(encode(scores, ids, id_name, for_csv=sink.format == "csv"))
                 scored += decoded.columns.rows
                 progress(records.num_rows)
         writer.close()

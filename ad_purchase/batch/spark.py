@@ -3,10 +3,9 @@
     python score.py IN -o OUT_DIR --engine spark [--master local[*]] [--rejects REJECTS_DIR]
     spark-submit --master yarn score.py IN -o OUT_DIR --engine spark
 
-The job runs the service's own scoring core: Spark reads the file (any path it reads, CSV or
-Parquet), hands each executor Arrow batches through `mapInArrow`, and there the Arrow codec
-checks every cell with the schema's rules and the model core scores the rows, exactly as on one
-machine.  The model folder is shipped to the executors with the job (`addFile`) and loaded once
+The job runs the service's own core: Spark reads the file (any path it reads, CSV or Parquet),
+hands each executor Arrow batches through `mapInArrow`, and there the decoding core checks every
+cell and the prediction service scores the rows, exactly as on one machine.  The model folder is shipped to the executors with the job (`addFile`) and loaded once
 per executor process; the package is shipped as a zip the same way.  Scores and rejects are
 written as directories of Parquet part files.
 
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -30,51 +28,54 @@ import numpy as np
 import pyarrow as pa
 
 from .. import HOME
-from ..codecs.arrow_codec import REJECT_SCHEMA_FIELDS, ArrowDecoder, encode, encode_rejects
+from ..atomic import Staged
+from ..codecs.arrow_codec import REJECT_SCHEMA_FIELDS, encode, encode_rejects
+from ..core import PredictionService
+from ..core.decoding import check_fields, fields_of
 from ..model import artifacts, load_model
 from ..schema import FIELDS, InputError, answer_fields
-from .files import check_columns
 from .local import ROW_ID_COLUMN, Stopped, describe
 
 STATUS = "_status"                          # "ok" for a scored row, "reject" for a problem
 ROW = "_row"                                # the 1-based data-row number the job gives each record
-_MODELS: dict[str, object] = {}             # per executor process: the model, loaded once
+_SERVICES: dict[str, PredictionService] = {}   # per executor process: the model, loaded once
 
 
 # ---------------------------------------------------------------------------- on the executors
 
-def _model(name: str, fallback: str):
+def _service(name: str, fallback: str) -> PredictionService:
     """The model shipped with the job under `name` (or at `fallback`, a path every executor sees)."""
-    if name not in _MODELS:
+    if name not in _SERVICES:
         from pyspark import SparkFiles
         shipped = Path(SparkFiles.get(name))
-        _MODELS[name] = load_model(shipped if shipped.is_dir() else Path(fallback))
-    return _MODELS[name]
+        _SERVICES[name] = PredictionService(load_model(shipped if shipped.is_dir() else Path(fallback)))
+    return _SERVICES[name]
 
 
 def score_partition(batches: Iterator[pa.RecordBatch], model_name: str, model_path: str, id_column: str | None,
                     schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """mapInArrow's function: records in, one row out per scored record (status "ok") and one per
     problem of a refused record (status "reject"), in `schema`'s columns."""
-    model = _model(model_name, model_path)
-    decoder = ArrowDecoder(model.numeric_inputs)
+    service = _service(model_name, model_path)
     for batch in batches:
         rows = np.asarray(batch.column(ROW).to_numpy(zero_copy_only=False), dtype=np.int64)
-        decoded = decoder.decode(batch, rows)
+        decoded = service.batch_decoder.decode(fields_of(batch), batch.num_rows)
         if decoded.columns.rows:
             kept = None if decoded.kept is None else pa.array(decoded.kept)
-            scored = encode(model.score(decoded.columns), pa.array(rows if kept is None else rows[decoded.kept]), ROW)
+            scores = service.predict(decoded.columns).scores
+            scored = encode(scores, pa.array(rows if kept is None else rows[decoded.kept]), ROW)
             columns = dict(zip(scored.schema.names, scored.columns))
             if id_column:
                 ids = batch.column(id_column)
                 columns[id_column] = ids if kept is None else ids.filter(kept)
             yield _in_schema(columns, scored.num_rows, "ok", schema)
-        if decoded.problems:
-            rejected = encode_rejects(decoded.problems, {}, ROW)
+        if decoded.total:
+            problems = decoded.errors(rows)
+            rejected = encode_rejects(problems, {}, ROW)
             columns = dict(zip(rejected.schema.names, rejected.columns))
             if id_column:
                 id_of = dict(zip(rows.tolist(), batch.column(id_column).to_pylist()))
-                columns[id_column] = pa.array([id_of[p["row"]] for p in decoded.problems])
+                columns[id_column] = pa.array([id_of[p["row"]] for p in problems])
             yield _in_schema(columns, rejected.num_rows, "reject", schema)
 
 
@@ -132,7 +133,7 @@ def _read(spark, source: str, id_column: str | None):
         # Every column as text (no inference), a malformed line stops the job.
         frame = reader.option("header", True).option("mode", "FAILFAST").option("inferSchema", False).csv(source)
     try:
-        check_columns(source, frame.columns, id_column)
+        check_fields(frame.columns, f"{source}: the file", [id_column] if id_column else [])
     except InputError as exc:
         raise Stopped(exc.detail) from None
     return frame.select(*columns)
@@ -174,16 +175,8 @@ def _write(frame, target: str) -> None:
     if not _is_local(target):
         frame.write.mode("overwrite").parquet(target)
         return
-    target_path = Path(urlparse(target).path if target.startswith("file:") else target)
-    target_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target_path.name}.", dir=target_path.parent))
-    try:
-        frame.write.mode("overwrite").parquet(str(staging / "out"))
-        if target_path.exists():
-            shutil.rmtree(target_path) if target_path.is_dir() else target_path.unlink()
-        os.replace(staging / "out", target_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with Staged(Path(urlparse(target).path if target.startswith("file:") else target), folder=True) as staged:
+        frame.write.mode("overwrite").parquet(str(staged.path))
 
 
 def run(args) -> int:

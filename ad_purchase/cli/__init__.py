@@ -1,1 +1,2 @@
-"""The commands users type: train.py, score.py and sample.py at the repository root run these."""
+"""The commands users type: `ad-purchase serve|score|train|sample` (main.py, installed by
+pip install -e .), and train.py and score.py at the repository root."""

@@ -34,8 +34,8 @@ EXIT_MODEL = 1
 EXIT_IO = 1
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="score.py", description=__doc__,
+def parse_args(argv: list[str] | None, prog: str = "score.py") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="CSV or Parquet file with the fields x0..x99 (with --engine spark: any "
                                       "path Spark reads)")
@@ -111,8 +111,8 @@ def run_local(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "score.py") -> int:
+    args = parse_args(argv, prog)
     try:
         if args.engine == "spark":
             from ..batch import spark

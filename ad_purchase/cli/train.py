@@ -1,11 +1,12 @@
 """Train the purchase model and write the serving artifacts.
 
-    python train.py --data rows.csv --out objs/              # the client's rows, raw format
-    python train.py --synthetic 40000 --seed 0 --out objs/   # rows drawn from the published profile
+    python train.py --data rows.csv --out objs/ --force              # the client's rows, raw format
+    python train.py --synthetic 40000 --seed 0 --out objs/ --force   # rows drawn from the published profile
 
 Stages are printed as they run.  Bad data stops with a message naming rows and values, a
-non-zero exit, and the output folder untouched.  Each model gets a version that identifies it
-(from its artifacts' SHA-256 sums) unless --version names one.
+non-zero exit, and the output folder untouched.  A folder that already holds a model (its
+metadata.json or any artifact) is replaced, atomically, only with --force.  Each model gets a
+version that identifies it (from its artifacts' SHA-256 sums) unless --version names one.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..schema import Profile
+from ..model.artifacts import ARTIFACT_FILES, METADATA_FILE
+from ..resources import Profile
 from ..training import data as training_data
 from ..training import fit, save, synthetic
 
@@ -32,18 +34,25 @@ class Stopwatch:
         self.printer(f"[{time.perf_counter() - self.start:6.1f}s] {message}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
+def parse_args(argv: list[str] | None, prog: str = "train.py") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="CSV with columns x0..x99 and y in the client's raw format")
     source.add_argument("--synthetic", type=int, metavar="N", help="train on N rows drawn from the data profile")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic rows and the held-out split")
     parser.add_argument("--out", type=Path, required=True, help="folder for the artifacts (replaced atomically)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out even when it already holds a model (metadata.json or an artifact)")
     parser.add_argument("--version", "--model-version", dest="model_version", metavar="VERSION",
                         help="version recorded in metadata.json (default: from the artifacts' SHA-256 sums)")
     parser.add_argument("--no-report", action="store_true", help="skip the charts and REPORT.md")
     return parser.parse_args(argv)
+
+
+def model_files_in(folder: Path) -> list[str]:
+    """The names of a model's files (metadata.json and the artifacts) that `folder` holds."""
+    return [name for name in (METADATA_FILE, *ARTIFACT_FILES) if (folder / name).exists()] if folder.is_dir() else []
 
 
 def _report_writer(say: Callable[[str], None], outcome, profile: Profile) -> Callable[[Path, dict], None] | None:
@@ -60,8 +69,13 @@ def _report_writer(say: Callable[[str], None], outcome, profile: Profile) -> Cal
     return write
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    args = parse_args(argv, prog)
+    held = model_files_in(args.out)
+    if held and not args.force:
+        print(f"error: {args.out} already holds a model ({', '.join(held)}); pass --force to replace it",
+              file=sys.stderr)
+        return 2
     say = Stopwatch()
     try:
         if args.synthetic is not None:

@@ -1,316 +1,295 @@
-"""CSV bodies to Columns, and Scores to CSV: the same contract as JSON, for text/csv requests.
+"""CSV text to Arrow record batches for the decoding core, and record batches back to CSV text.
 
-    decode_csv(data, input_fields, max_rows) -> Columns
-    encode_csv(scores)                       -> str
+One reader serves a text/csv request and a CSV file alike: pyarrow's CSV reader, which parses in
+C++ and can convert the plain numeric fields as it goes.  A piece of CSV is first read with
+those fields typed as float64; where that fails, or a value comes out that the schema must see
+as text (NaN, an infinity, anything beyond MAX_MAGNITUDE), the piece is read again with every
+field as text, and the decoding core reads each cell by the schema's rules.  Categoricals arrive
+dictionary-encoded: each distinct spelling is read once.
 
-A CSV has a header row naming the raw fields x0..x99 (in any order; other columns are
-ignored).  Every field of every data row is read with the schema's rules, exactly as the JSON
-careful path reads a string value, and the result is the same Columns the JSON decoder gives,
-so the model returns the same numbers for the same rows however they arrived.
+Rows are numbered as data rows: the first record after the header is row 1.  A blank line is a
+record of nulls only: skipped, but counted, so a row's number stays its line less the header's.
 
-Rows are numbered as data lines: the first line after the header is row 1, so in the usual
-one-line header a row's number is its file line number minus one.  Blank lines are skipped but
-still counted, so the numbers keep pointing at the right lines.
-
-Clean columns are converted in bulk: numpy reads a whole block of numeric text at once, and
-the few spellings where its reading and the schema's could differ (underscores, infinities,
-non-ASCII text) send that column to the per-cell reader, which is the authority and reports
-every bad cell with its row, field and value.  The columns hold every numeric field, as the
-JSON careful path's do, and values of the model's inputs beyond MAX_MAGNITUDE are refused
-as the JSON decoder refuses them.
+One writer serves the API's CSV answer and score.py's CSV files, so both write the same text.
 """
 from __future__ import annotations
 
 import csv
 import io
-import itertools
-import operator
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import msgspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
+from ..core.decoding import Decoder, check_fields
 from ..model import Scores
-from ..schema import (CATEGORICAL_FIELDS, FIELDS, FORMATTED_FIELDS, MAX_MAGNITUDE, MAX_REPORTED_ERRORS, NUMERIC_FIELDS,
-                      PLAIN_FIELDS, Columns, FieldError, InputError, Problem, answer_fields, field_error, level_code,
-                      missing_spellings, numeric_parser)
+from ..schema import CATEGORICAL_FIELDS, FIELDS, MAX_MAGNITUDE, PLAIN_FIELDS, Columns, InputError, Problem, \
+    missing_spellings
+from .arrow_codec import encode
 
-_FIELD_ORDER = {field: i for i, field in enumerate(FIELDS)}
-# numpy reads "nan" as NaN, not the other missing markers: they are rewritten to it.
-_MISSING_AS_NAN = dict.fromkeys(missing_spellings(), "nan")
-
-
-@dataclass(frozen=True)
-class Header:
-    """Where each raw field sits in a row."""
-
-    names: tuple[str, ...]
-    positions: dict[str, int]          # field -> column index, for x0..x99
-    lines: int                         # physical lines the header took
-
-    @property
-    def width(self) -> int:
-        return len(self.names)
+# Text the reader hands over as null: every case variant of the missing markers.  Spellings with
+# spaces around them are not listed; the core reads those.
+READ_AS_MISSING = missing_spellings()
+# A piece is parsed in blocks of this size where its records allow: a block's cells then stay in
+# the CPU's cache while the reader converts them, column by column.
+PARSE_BLOCK_BYTES = 1 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def _bad_csv(detail: str) -> InputError:
     return InputError(Problem.MALFORMED_CSV, detail)
 
 
-def read_header(reader) -> Header:
-    """The header row: every raw field present once."""
+class HeaderError(ValueError):
+    """A header line that cannot be read: not UTF-8 (`utf8` false), or not CSV (the message says why)."""
+
+    def __init__(self, reason: str, utf8: bool = True) -> None:
+        super().__init__(reason)
+        self.utf8 = utf8
+
+
+def header_names(line: bytes) -> list[str]:
+    """The names in a header line (a byte-order mark and spaces around names dropped)."""
     try:
-        names = next(reader, None)
-        while names is not None and not names:      # blank lines before the header
-            names = next(reader, None)
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HeaderError("not valid UTF-8", utf8=False) from None
+    try:
+        names = next(csv.reader([text], strict=True), None)
     except csv.Error as exc:
-        raise _bad_csv(f"The header row cannot be read as CSV: {exc}.") from None
-    if names is None:
-        raise _bad_csv("The CSV is empty; send a header row naming x0..x99 and one or more data rows.")
-    names = tuple(name.strip().lstrip("\ufeff").strip() for name in names)
-    positions: dict[str, int] = {}
-    repeated = set()
-    for index, name in enumerate(names):
-        if name in _FIELD_ORDER:
-            if name in positions:
-                repeated.add(name)
-            positions[name] = index
-    if repeated:
-        raise _bad_csv("The header names these columns more than once: " + ", ".join(sorted(repeated)) + ".")
-    missing = [field for field in FIELDS if field not in positions]
-    if missing:
-        raise _bad_csv(f"The header row lacks {len(missing)} required column(s): {', '.join(missing)}.")
-    return Header(names, positions, reader.line_num)
+        raise HeaderError(str(exc)) from None
+    return [name.strip() for name in names or []]
 
 
-def read_rows(reader, header: Header, limit: int) -> tuple[list[list[str]], list[int]]:
-    """Up to `limit` data rows and the data-row number (file line minus header lines) of each.
+def _parse(data, names: Sequence[str], columns: Sequence[str], block_size: int, typed: bool) -> pa.RecordBatch:
+    """Records (no header) parsed into one batch; typed: the plain numeric fields as float64."""
+    types = {name: pa.string() for name in columns}
+    types.update((name, pa.dictionary(pa.int32(), pa.string())) for name in CATEGORICAL_FIELDS)
+    if typed:
+        types.update((name, pa.float64()) for name in PLAIN_FIELDS)
+    table = pacsv.read_csv(
+        data,
+        # One thread: a file's pieces are parsed side by side instead.
+        read_options=pacsv.ReadOptions(column_names=list(names), block_size=block_size, use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(columns),
+                                             null_values=READ_AS_MISSING, strings_can_be_null=True,
+                                             quoted_strings_can_be_null=True))
+    if not table.num_rows:
+        return pa.RecordBatch.from_pylist([], schema=table.schema)
+    return table.combine_chunks().to_batches()[0]     # one chunk per block, joined into one batch
 
-    Blank lines are skipped; a row with a different number of cells than the header is an error.
-    """
-    rows: list[list[str]] = []
-    numbers: list[int] = []
-    width = header.width
-    previous = reader.line_num
+
+def read_records(data, names: Sequence[str], columns: Sequence[str]) -> tuple[pa.RecordBatch, bool]:
+    """Records of a piece of CSV (no header) and whether its plain fields came typed.  Parsed in
+    small blocks first, and as one block when that fails (the reader refuses a record longer than
+    a block).  Raises pa.ArrowInvalid when the piece is not CSV (see `unreadable`)."""
+    size = data.size if isinstance(data, pa.Buffer) else len(data)
+    whole = size + 1
+    error = None
+    for block_size in [PARSE_BLOCK_BYTES, whole] if whole > PARSE_BLOCK_BYTES else [whole]:
+        for typed in (True, False):
+            try:
+                records = _parse(data, names, columns, block_size, typed)
+            except pa.ArrowInvalid as exc:
+                error = exc
+                continue
+            if not typed or _proven_clean(records):
+                return records, typed
+    raise error
+
+
+def _proven_clean(records: pa.RecordBatch) -> bool:
+    """Whether every typed plain number is finite and at most MAX_MAGNITUDE in size: then the
+    schema reads each cell's text as the same number (or as missing, where the reader gave null)."""
+    for name in PLAIN_FIELDS:
+        column = records.column(name)
+        if not len(column):
+            continue
+        # The values buffer seen in place (null slots hold 0.0 or another number, which can only
+        # make the answer "not proven"); a NaN makes min or max NaN and the comparison false.
+        values = np.frombuffer(column.buffers()[1], dtype=np.float64, count=len(column), offset=column.offset * 8)
+        if not (-MAX_MAGNITUDE <= values.min() and values.max() <= MAX_MAGNITUDE):
+            return False
+    return True
+
+
+def unreadable(data, error: pa.ArrowInvalid, names: Sequence[str], columns: Sequence[str]) -> tuple[int | None, str]:
+    """Why a piece cannot be read: the piece's first failing record (1-based, None when the
+    reader cannot say) and the reason in words."""
+    failed = []
+
+    def note(row) -> str:
+        failed.append(row)
+        return "error"
     try:
-        for row in reader:
-            if row:
-                if len(row) != width:
-                    line = previous + 1
-                    raise _bad_csv(f"Row {line - header.lines} (line {line}) has {len(row)} cells; "
-                                   f"the header has {width}.")
-                rows.append(row)
-                numbers.append(previous + 1 - header.lines)
-                if len(rows) == limit:
-                    break
-            previous = reader.line_num
-    except csv.Error as exc:
-        line = previous + 1
-        raise _bad_csv(f"Row {line - header.lines} (line {line}) cannot be read as CSV: {exc}.") from None
-    return rows, numbers
+        pacsv.read_csv(data, read_options=pacsv.ReadOptions(column_names=list(names), use_threads=False),
+                       parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False,
+                                                        invalid_row_handler=note),
+                       convert_options=pacsv.ConvertOptions(include_columns=list(columns),
+                                                            column_types={n: pa.string() for n in columns}))
+    except pa.ArrowInvalid:
+        pass
+    if failed and failed[0].number is not None:
+        row = failed[0]
+        return row.number, f"it has {row.actual_columns} cells; the header has {row.expected_columns}"
+    text = str(error).strip()
+    return None, text.splitlines()[0][:300] if text else type(error).__name__
 
 
-class _Errors:
-    """Invalid cells: the first MAX_REPORTED_ERRORS per field are kept, all are counted."""
-
-    def __init__(self) -> None:
-        self.kept: list[tuple[int, int, str, str, str]] = []
-        self.total = 0
-
-    def add(self, field: str, problems: list[tuple[int, str, str]], total: int) -> None:
-        order = _FIELD_ORDER[field]
-        self.kept.extend((row, order, field, value, message) for row, value, message in problems)
-        self.total += total
-
-    def raise_if_any(self) -> None:
-        if not self.total:
-            return
-        self.kept.sort(key=operator.itemgetter(0, 1))
-        errors = [field_error(row, field, message, value)
-                  for row, _, field, value, message in self.kept[:MAX_REPORTED_ERRORS]]
-        raise InputError.invalid_values(errors, self.total)
-
-
-def _cell_by_cell(field: str, cells: Sequence[str], numbers: Sequence[int], read, errors: _Errors) -> list:
-    """Every cell through the schema's reader; bad cells go to `errors`, their result is None."""
-    out = []
-    problems: list[tuple[int, str, str]] = []
-    total = 0
-    for cell, number in zip(cells, numbers):
+def first_bad_utf8_line(lines: Iterable[bytes]) -> int:
+    """The 1-based number of the first line that is not valid UTF-8 (0 if none is); `lines` as a
+    binary file or bytes.splitlines(keepends=True) gives them."""
+    for number, line in enumerate(lines, start=1):
         try:
-            out.append(read(cell))
-        except FieldError as exc:
-            out.append(None)
-            total += 1
-            if len(problems) < MAX_REPORTED_ERRORS:
-                problems.append((number, cell, str(exc)))
-    if total:
-        errors.add(field, problems, total)
-    return out
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return 0
 
 
-def _bulk_numbers(cells: list[str], width: int) -> np.ndarray | None:
-    """Row-major text cells to a (rows, width) float array with numpy, or None when any cell
-    needs the schema's own reading.
-
-    numpy reads ASCII text with the schema's number grammar plus underscores between digits
-    and infinities; a block holding an underscore, an infinity or any non-ASCII character is
-    left to the per-cell reader, which decides.  NaN comes only from the spellings of "nan",
-    all of them missing markers.
-    """
-    flat = "".join(cells)
-    if "_" in flat or not flat.isascii():
-        return None
-    del flat
-    try:
-        numbers = np.array(cells, dtype=float)
-    except ValueError:
-        try:
-            numbers = np.array([_MISSING_AS_NAN.get(c, c) for c in cells], dtype=float)
-        except ValueError:
+def all_null(records: pa.RecordBatch):
+    """A boolean mask of the records whose every column is null (blank lines), or None when none is."""
+    blank = None
+    for column in records.columns:
+        nulls = pc.is_null(column)
+        blank = nulls if blank is None else pc.and_(blank, nulls)
+        if not pc.any(blank).as_py():
             return None
-    if np.isinf(numbers).any():
-        return None
-    return numbers.reshape(-1, width)
+    return blank
 
 
-def _plain_columns(field_cells: dict[str, Sequence[str]], numbers: Sequence[int],
-                   errors: _Errors) -> dict[str, np.ndarray]:
-    """Column by column: the clean ones in bulk, the others cell by cell (bad cells become NaN)."""
-    out = {}
-    for field, cells in field_cells.items():
-        bulk = _bulk_numbers(list(cells), len(cells))
-        if bulk is None:
-            values = _cell_by_cell(field, cells, numbers, numeric_parser(field), errors)
-            out[field] = np.array([np.nan if v is None else v for v in values], dtype=float)
-        else:
-            out[field] = bulk[0]
-    return out
+# ---------------------------------------------------------------------------- a request body
 
-
-def _check_magnitude(field: str, values: np.ndarray, rows: Sequence[Sequence[str]], position: int,
-                     numbers: Sequence[int], errors: _Errors) -> None:
-    """A model input beyond MAX_MAGNITUDE is refused, as the JSON decoder refuses it."""
-    too_large = np.flatnonzero(np.abs(values) > MAX_MAGNITUDE)
-    if too_large.size:
-        message = f"must be at most {MAX_MAGNITUDE:g} in size"
-        errors.add(field, [(numbers[i], rows[i][position], message) for i in too_large[:MAX_REPORTED_ERRORS]],
-                   int(too_large.size))
-
-
-def _level_codes(field: str, cells: Sequence[str], numbers: Sequence[int], errors: _Errors) -> np.ndarray:
-    """Level codes (-1 missing) for a categorical column: each distinct spelling is read once."""
-    lookup: dict[str, int] = {}
-    bad = False
-    for spelling in set(cells):
-        try:
-            lookup[spelling] = level_code(field, spelling)
-        except FieldError:
-            bad = True
-    if bad:
-        _cell_by_cell(field, cells, numbers, lambda value: level_code(field, value), errors)
-        return np.zeros(len(cells), dtype=np.int8)
-    return np.fromiter(map(lookup.__getitem__, cells), dtype=np.int8, count=len(cells))
-
-
-def decode_rows(rows: Sequence[Sequence[str]], numbers: Sequence[int], header: Header,
-                input_fields: Iterable[str]) -> Columns:
-    """Validated columns from parsed rows; raises InputError (422) listing the bad cells.
-
-    Like the JSON decoder's careful path, the columns hold every numeric field (all are parsed
-    anyway) and every categorical; values of `input_fields`, the model's inputs, must also be at
-    most MAX_MAGNITUDE in size.
-    """
-    wanted = set(input_fields)
-    count = len(rows)
-    errors = _Errors()
-    numeric: dict[str, np.ndarray] = {}
-
-    plain_positions = [header.positions[f] for f in PLAIN_FIELDS]
-    block = list(map(operator.itemgetter(*plain_positions), rows))
-    bulk = _bulk_numbers(list(itertools.chain.from_iterable(block)), len(plain_positions))
-    if bulk is not None:
-        numeric.update(zip(PLAIN_FIELDS, bulk.T))
-    else:                                       # find the column(s) at fault, one at a time
-        numeric.update(_plain_columns(dict(zip(PLAIN_FIELDS, zip(*block))), numbers, errors))
-    del block, bulk
-
-    for field in FORMATTED_FIELDS:
-        cells = [row[header.positions[field]] for row in rows]
-        read = numeric_parser(field)
-        try:
-            numeric[field] = np.array([read(cell) for cell in cells], dtype=float)
-        except FieldError:
-            values = _cell_by_cell(field, cells, numbers, read, errors)
-            numeric[field] = np.array([np.nan if v is None else v for v in values], dtype=float)
-
-    for field in NUMERIC_FIELDS:
-        if field in wanted:
-            _check_magnitude(field, numeric[field], rows, header.positions[field], numbers, errors)
-
-    codes = {}
-    for field in CATEGORICAL_FIELDS:
-        cells = [row[header.positions[field]] for row in rows]
-        codes[field] = _level_codes(field, cells, numbers, errors)
-
-    errors.raise_if_any()
-    return Columns(count, False, NUMERIC_FIELDS, np.column_stack([numeric[f] for f in NUMERIC_FIELDS]),
-                   np.column_stack([codes[f] for f in CATEGORICAL_FIELDS]))
-
-
-def text_of(data: bytes | str) -> str:
-    """The body as text: UTF-8, with a leading byte-order mark dropped."""
+def decode_csv(data: bytes | str, decoder: Decoder, max_rows: int, id_field: str | None = None) -> Columns:
+    """A text/csv body (a header naming x0..x99 in any order, then 1..max_rows records) as checked
+    Columns; extra columns are ignored, but for `id_field`, read as the records' ids."""
     if isinstance(data, str):
-        return data[1:] if data.startswith("\ufeff") else data
+        data = data.encode("utf-8", "surrogatepass")
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    start, lines = 0, 0
+    while True:                                   # blank lines before the header are skipped
+        end = data.find(b"\n", start)
+        line = data[start:] if end == -1 else data[start:end + 1]
+        lines += 1
+        if line.strip() or end == -1:
+            break
+        start = end + 1
+    if not line.strip():
+        raise _bad_csv("The CSV is empty; send a header row naming x0..x99 and one or more data rows.")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise _bad_csv(f"The CSV is not valid UTF-8 (byte {exc.start}, line {line}).") from None
-
-
-def decode_csv(data: bytes | str, input_fields: Iterable[str], max_rows: int) -> Columns:
-    """A CSV body (header row naming x0..x99, then 1..max_rows data rows) as validated Columns.
-
-    Raises InputError: malformed CSV for text that is not UTF-8 or not CSV, a header lacking
-    fields, or no data rows; too many rows beyond `max_rows`; invalid values listing every bad cell
-    (row, field, value, message; the first MAX_REPORTED_ERRORS of them) with `total_errors`
-    counting all.
-    """
-    reader = csv.reader(io.StringIO(text_of(data), newline=""), strict=True)
-    header = read_header(reader)
-    rows, numbers = read_rows(reader, header, max_rows + 1)
-    if not rows:
+        names = header_names(line)
+    except HeaderError as exc:
+        raise _bad_csv(f"The header row cannot be read as CSV: {exc}." if exc.utf8 else
+                       f"The CSV is not valid UTF-8 (line {lines}).") from None
+    check_fields(names, "The header row")
+    body = data[start + len(line):]
+    if not body.strip():
         raise _bad_csv("The CSV has a header row but no data rows; send one or more rows.")
-    if len(rows) > max_rows:
-        raise InputError(Problem.TOO_MANY_ROWS,
-                         f"The CSV has more than {max_rows} data rows; the limit is {max_rows}.")
-    return decode_rows(rows, numbers, header, input_fields)
+    wanted = [*FIELDS, *([id_field] if id_field and id_field in names and id_field not in FIELDS else [])]
+    try:
+        records, _ = read_records(pa.py_buffer(body), names, wanted)
+    except pa.ArrowInvalid as exc:
+        line = first_bad_utf8_line(data.splitlines(keepends=True))
+        if line:
+            raise _bad_csv(f"The CSV is not valid UTF-8 (line {line}).") from None
+        row, why = unreadable(pa.py_buffer(body), exc, names, wanted)
+        where = f"Row {row} (line {row + lines})" if row is not None else "A row"
+        raise _bad_csv(f"{where} cannot be read as CSV: {why}.") from None
+    rows = np.arange(1, records.num_rows + 1)
+    blank = all_null(records)
+    if blank is not None:
+        records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
+    if not records.num_rows:
+        raise _bad_csv("The CSV has a header row but no data rows; send one or more rows.")
+    if records.num_rows > max_rows:
+        raise InputError(Problem.TOO_MANY_ROWS, f"The CSV has {records.num_rows} data rows; the limit is {max_rows}.")
+    ids = records.column(id_field).to_pylist() if len(wanted) > len(FIELDS) else None
+    decoded = decoder.decode({name: records.column(name) for name in FIELDS}, records.num_rows, ids=ids)
+    decoded.refuse(rows)
+    return decoded.columns
 
 
-def encode_csv(scores: Scores) -> str:
-    """Scores as CSV: the answer's fields as the header, floats in their shortest round-trip text
-    (they read back exactly), business_outcome as 0/1."""
-    fields = answer_fields(scores.names)
-    position = {name: i for i, name in enumerate(scores.names)}
-    floats = np.empty((len(scores.phat), len(fields) - 1))
-    for column, name in enumerate(fields[1:]):            # business_outcome comes first
-        floats[:, column] = scores.phat if name == "phat" else scores.inputs[:, position[name]]
-    lines = [f"{outcome},{row}\n" for outcome, row in zip(scores.outcome.tolist(), _float_rows(floats))]
-    return ",".join(fields) + "\n" + "".join(lines)
+# ---------------------------------------------------------------------------- CSV text
+
+def encode_csv(scores: Scores, contributions: np.ndarray | None = None) -> bytes:
+    """Scores as the CSV answer: the answer's fields as the header (then the contributions, when
+    given, as contribution_<input> columns), one line per row, as score.py writes them."""
+    records = encode(scores, contributions=contributions, for_csv=True)
+    out = io.BytesIO()
+    writer = CsvTextWriter(out, records.schema)
+    writer.write_batch(records)
+    return out.getvalue()
 
 
-def _float_rows(floats: np.ndarray) -> list[str]:
-    """Each row of a float matrix as comma-separated text, every value in its shortest round-trip
-    form (the digits repr() gives, so each cell reads back as the same float).
+class CsvTextWriter:
+    """Record batches as CSV text, byte for byte what pyarrow's CSV writer writes (the header's
+    names unquoted, text always quoted, nulls empty), for numbers and text only.
 
-    msgspec writes the whole matrix as JSON in C with exactly those digits; cutting the brackets
-    off each row of that text spares a Python call per value.  It would write NaN or infinity as
-    null, so a matrix holding one goes through repr() instead.
-    """
-    if not len(floats):
-        return []
-    if np.isfinite(floats).all():
-        return msgspec.json.encode(floats.tolist())[2:-2].decode("ascii").split("],[")
-    return [repr(row)[1:-1].replace(", ", ",") for row in floats.tolist()]
+    The difference is in columns whose every value is a single digit, such as the 0/1
+    indicators of an answer: a run of them is laid out by numpy as one block of fixed width,
+    instead of formatting each value on its own."""
+
+    def __init__(self, target, schema: pa.Schema) -> None:
+        """`target`: a path, or a binary file object left open."""
+        self._own = isinstance(target, str)
+        self._file = open(target, "wb") if self._own else target
+        self._file.write((",".join(schema.names) + "\n").encode())
+
+    @staticmethod
+    def writes(schema: pa.Schema) -> bool:
+        return all(pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind)
+                   for kind in schema.types)
+
+    def write_batch(self, records: pa.RecordBatch) -> None:
+        if not records.num_rows:
+            return
+        parts, digits = [], []
+        for column in records.columns:
+            if _single_digits(column):
+                digits.append(column)
+                continue
+            if digits:
+                parts.append(_digit_block(digits))
+                digits = []
+            parts.append(_as_text(column))
+        if digits:
+            parts.append(_digit_block(digits))
+        lines = pc.binary_join_element_wise(*parts, ",", null_handling="replace", null_replacement="") \
+            if len(parts) > 1 else pc.fill_null(parts[0], "")
+        lines = pc.binary_join_element_wise(lines, "\n", "")
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
+        self._file.write(memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]])
+
+    def close(self) -> None:
+        if self._own:
+            self._file.close()
+
+
+def _single_digits(column: pa.Array) -> bool:
+    if not pa.types.is_integer(column.type) or column.null_count:
+        return False
+    least, most = pc.min_max(column).values()
+    return least.as_py() >= 0 and most.as_py() <= 9
+
+
+def _digit_block(columns: list[pa.Array]) -> pa.Array:
+    """Columns of single digits as one text column, "d,d,...,d" in every row: a byte matrix
+    seen as strings of equal length, built without formatting a value."""
+    rows, width = len(columns[0]), 2 * len(columns) - 1
+    text = np.full((rows, width), ord(","), dtype=np.uint8)
+    for place, column in enumerate(columns):
+        text[:, 2 * place] = column.to_numpy(zero_copy_only=False) + ord("0")
+    offsets = np.arange(0, (rows + 1) * width, width, dtype=np.int32)
+    return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(text))
+
+
+def _as_text(column: pa.Array) -> pa.Array:
+    """A column's values as the CSV writer writes them: numbers as Arrow formats them, text in
+    quotes with its quotes doubled; nulls stay null (written empty)."""
+    if pa.types.is_string(column.type):
+        return pc.binary_join_element_wise('"', pc.replace_substring(column, '"', '""'), '"', "")
+    return pc.cast(column, pa.string())

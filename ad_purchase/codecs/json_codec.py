@@ -1,35 +1,39 @@
-"""JSON bodies to Columns, and Scores to JSON answers.
+"""JSON bodies to raw columns for the decoding core, and predictions to JSON answers.
 
-Decoding has two paths that give the same answer.  The fast path lets msgspec decode and
-type-check the JSON in C straight into typed records (numeric strings become floats there), so a
-clean batch never becomes Python dicts.  Anything the fast path does not accept as-is (a bad
-value, an unusual missing marker such as "NA", a shape error) is decoded again by the careful
-path, which applies the schema's rules to every field of every row and either returns the same
-columns or reports every problem with its row, field and value.
+Reading has two ways that give the same answer.  The typed way lets msgspec decode and type-check
+the JSON in C straight into typed records (numeric strings become floats there), so a clean batch
+never becomes Python dicts.  When the decoding core finds any problem in what the typed way read,
+or the typed way cannot read the body at all (an unusual missing marker such as "NA", a shape
+error), the body is read again as plain JSON values and the core reads the values exactly as
+sent, so every problem is reported with the value the client wrote.
 """
 from __future__ import annotations
 
 import itertools
 import operator
+import re
 from typing import Any, Iterable, Sequence, Union
 
 import msgspec
 import numpy as np
 
+from ..core.decoding import Decoder, sample_rows
+from ..core.prediction import Prediction
 from ..model import Scores
-from ..schema import (CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, COMMON_CODES, FIELDS, FORMATTED_FIELDS,
-                      MAX_MAGNITUDE, MAX_REPORTED_ERRORS, NUMERIC_FIELDS, PLAIN_FIELDS, ABSENT, Columns, FieldError,
-                      InputError, Problem, answer_fields, field_error, level_code, numeric_input_order, numeric_parser,
-                      parse_column, split_dummy)
+from ..schema import (ABSENT, CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, FIELDS, FORMATTED_FIELDS, PLAIN_FIELDS, Columns,
+                      InputError, Problem, answer_fields, split_dummy)
 
 UTF8_BOM = b"\xef\xbb\xbf"       # RFC 8259 lets a parser ignore one
-_TEXT_FIELDS = (*FORMATTED_FIELDS, *CATEGORICAL_FIELDS)
-_NUMERIC_COLUMN = {field: column for column, field in enumerate(NUMERIC_FIELDS)}
-_CATEGORICAL_COLUMN = {field: column for column, field in enumerate(CATEGORICAL_FIELDS)}
+# Lax decoding reads the strings "inf" and "Infinity" as infinite floats; both spell "nf", which
+# the client's data never does, so a body without it cannot hold an infinity.  One scan in C.
+_MAY_SPELL_INFINITY = re.compile(rb"[nN][fF]")
+# JSON has no spelling for these; Python's json.dumps and some clients write them anyway.
+_BARE_TOKENS = re.compile(rb"-?(?:NaN|Infinity)")
+_AT_BYTE = re.compile(r"\(byte (\d+)\)")
 
 
-class _UseCarefulPath(Exception):
-    """The fast path met something it does not decide on its own."""
+class _ReadAsSent(Exception):
+    """The typed way met something it does not decide on its own."""
 
 
 class _FloatReader:
@@ -42,11 +46,11 @@ class _FloatReader:
         # attrgetter gives a tuple for several fields, the bare value for one.
         self._getter = operator.attrgetter(*fields) if fields else None
 
-    def row(self, record: Any) -> list:
-        """One record's values as a list (None for null)."""
+    def row(self, record: Any) -> Sequence:
+        """One record's values (None for null)."""
         if self.width < 2:
             return [self._getter(record)] if self.width else []
-        return list(self._getter(record))
+        return self._getter(record)
 
     def read(self, records: Sequence) -> np.ndarray:
         if not self.width:
@@ -56,112 +60,102 @@ class _FloatReader:
         return np.fromiter(values, float, len(records) * self.width).reshape(len(records), self.width)
 
 
-def _record_type() -> type:
-    """The typed record msgspec decodes into: every field required, extra keys ignored."""
+def _record_type(id_field: str | None) -> type:
+    """The typed record msgspec decodes into: every field required, extra keys ignored; the
+    client's id, when records carry one, of any JSON type."""
     def kind(field: str) -> Any:
         if field in CATEGORICAL_LEVELS:
             return Union[str, None]
         if field in FORMATTED_FIELDS:
             return Union[str, float, None]
         return Union[float, None]
-    return msgspec.defstruct("Record", [(f, kind(f)) for f in FIELDS], gc=False)
+    fields: list = [(f, kind(f)) for f in FIELDS]
+    if id_field:
+        fields.append(("record_id", Any, None))
+    return msgspec.defstruct("Record", fields, gc=False, rename={"record_id": id_field} if id_field else None)
 
 
 class JsonDecoder:
-    """Request bodies to Columns holding `input_fields` (the model's numeric inputs) and every
-    categorical; at most `max_rows` records."""
+    """Request bodies (one record or an array of 1 to `max_rows`) to checked Columns, read by
+    `decoder`; `id_field` names the key of the client's own record id (ignored by the model)."""
 
-    def __init__(self, input_fields: Iterable[str], max_rows: int) -> None:
-        self.max_rows = max_rows
-        self.numeric_fields = numeric_input_order(input_fields)
-        record = _record_type()
+    def __init__(self, decoder: Decoder, max_rows: int, id_field: str | None = None) -> None:
+        self.decoder, self.max_rows, self.id_field = decoder, max_rows, id_field
+        inputs = decoder.numeric_fields
+        record = _record_type(id_field)
         # strict=False lets msgspec turn numeric strings (and "nan") into floats as it decodes.
-        self._fast = msgspec.json.Decoder(Union[record, list[record]], strict=False)
-        self._formatted_inputs = [f for f in FORMATTED_FIELDS if f in self.numeric_fields]
-        self._plain_inputs = _FloatReader(self.numeric_fields[:len(self.numeric_fields) - len(self._formatted_inputs)])
-        self._text_getters = {f: operator.attrgetter(f) for f in _TEXT_FIELDS}
-        self._formatted_readers = [(f, self._text_getters[f], numeric_parser(f)) for f in FORMATTED_FIELDS]
-        self._categoricals = operator.attrgetter(*CATEGORICAL_FIELDS)
-        self._plain_fields = _FloatReader(PLAIN_FIELDS)
-        # An index array: numpy would convert a list of 94 indices again at every assignment.
-        self._plain_columns = np.array([_NUMERIC_COLUMN[f] for f in PLAIN_FIELDS], dtype=np.intp)
+        self._typed = msgspec.json.Decoder(Union[record, list[record]], strict=False)
+        self._plain_inputs = [f for f in inputs if f not in FORMATTED_FIELDS]
+        self._plain_reader = _FloatReader(self._plain_inputs)
+        self._vouched = [f for f in PLAIN_FIELDS if f not in inputs]      # typed by msgspec, not model inputs
+        self._all_plain = _FloatReader(PLAIN_FIELDS)
+        self._formatted = operator.attrgetter(*FORMATTED_FIELDS)
+        self._levels = operator.attrgetter(*CATEGORICAL_FIELDS)
+        self._text_getters = {f: operator.attrgetter(f) for f in (*FORMATTED_FIELDS, *CATEGORICAL_FIELDS)}
+        self._id = operator.attrgetter("record_id") if id_field else None
 
     def decode(self, body: bytes) -> Columns:
         if body.startswith(UTF8_BOM):
             body = body[len(UTF8_BOM):]
         try:
-            return self._decode_fast(body)
-        except (msgspec.DecodeError, FieldError, RecursionError, _UseCarefulPath):
-            return self._decode_careful(body)
+            return self._decode_typed(body)
+        except (msgspec.DecodeError, RecursionError, _ReadAsSent):
+            return self._decode_as_sent(body)
 
-    # ------------------------------------------------------------------ fast path
+    # ------------------------------------------------------------------ typed
 
-    def _decode_fast(self, body: bytes) -> Columns:
+    def _decode_typed(self, body: bytes) -> Columns:
         # Lax decoding reads "inf"/"Infinity" strings as infinite floats, and skips ignored keys
-        # without checking their UTF-8; only the careful path rejects those, so a body that could
-        # hold such text (an "nf", an escape sequence that could spell one, a non-ASCII byte)
-        # goes there.  Each check is one C-speed scan of the body.
-        if b"\\" in body or not body.isascii() or _may_spell_infinity(body):
-            raise _UseCarefulPath
-        decoded = self._fast.decode(body)
+        # without checking their UTF-8: a body that could hold such text (an "nf", an escape
+        # sequence that could spell one, a non-ASCII byte) is read as sent.
+        if b"\\" in body or not body.isascii() or _MAY_SPELL_INFINITY.search(body):
+            raise _ReadAsSent
+        decoded = self._typed.decode(body)
         if not isinstance(decoded, list):
             return self._decode_one(decoded)
         records = decoded
         if not records:
-            raise _UseCarefulPath
+            raise _ReadAsSent
         self._check_count(len(records))
-        values = self._text_values(records)
-        for field in FORMATTED_FIELDS:                     # validated even when the model skips them
-            values[field] = parse_column(field, values[field])
-        numeric = self._plain_inputs.read(records)
-        if self._formatted_inputs:
-            numeric = np.concatenate((numeric, *(values[f][:, None] for f in self._formatted_inputs)), axis=1)
-        if np.count_nonzero(np.abs(numeric) > MAX_MAGNITUDE):    # ndarray.any() adds a Python-level call
-            raise _UseCarefulPath
-        return Columns(len(records), False, self.numeric_fields, numeric, self._codes(values),
-                       read_all_numeric=lambda rows: self._all_numeric([records[i] for i in rows]))
+        count = len(records)
+        raw: dict[str, Any] = dict(zip(self._plain_inputs, self._plain_reader.read(records).T))
+        raw.update((f, list(map(getter, records))) for f, getter in self._text_getters.items())
+        vouched: dict[str, Any] = dict.fromkeys(self._vouched)
+        if self.decoder.sample:
+            picked = sample_rows(count, self.decoder.sample)
+            sample = self._all_plain.read([records[i] for i in picked])
+            vouched = {f: sample[:, PLAIN_FIELDS.index(f)] for f in self._vouched}
+        ids = self._ids(records)
+        decoded = self.decoder.decode(raw, count, vouched=vouched, ids=ids)
+        if decoded.total:
+            raise _ReadAsSent
+        return decoded.columns
 
     def _decode_one(self, record: Any) -> Columns:
-        """The fast path for a one-record body, the most common request: the same parsers and
-        checks on Python values, since numpy's per-call cost exceeds the work on one row."""
+        """A one-record body, the most common request, through the core's one-record reading."""
         self._check_count(1)
-        formatted = {field: parse(getter(record)) for field, getter, parse in self._formatted_readers}
-        row = self._plain_inputs.row(record) + [formatted[field] for field in self._formatted_inputs]
-        if any(value is not None and abs(value) > MAX_MAGNITUDE for value in row):
-            raise _UseCarefulPath
-        levels = self._categoricals(record)
-        codes = [COMMON_CODES[field].get(value) for field, value in zip(CATEGORICAL_FIELDS, levels)]
-        if None in codes:                                       # other spellings, or unknown levels
-            codes = [level_code(field, value) for field, value in zip(CATEGORICAL_FIELDS, levels)]
-        return Columns(1, True, self.numeric_fields, np.array([row], dtype=float), np.array([codes], dtype=np.int8),
-                       read_all_numeric=lambda rows: self._all_numeric([record] * len(rows)))
+        columns = self.decoder.decode_record(
+            self._plain_reader.row(record), self._formatted(record), self._levels(record),
+            self._all_plain.row(record) if self.decoder.sample else None,
+            self._id(record) if self._id is not None else None)
+        if columns is None:
+            raise _ReadAsSent
+        return columns
 
-    def _text_values(self, records: list) -> dict[str, list]:
-        return {f: list(map(getter, records)) for f, getter in self._text_getters.items()}
+    def _ids(self, records: list) -> list | None:
+        if self._id is None:
+            return None
+        ids = list(map(self._id, records))
+        return ids if any(i is not None for i in ids) else None
 
-    def _codes(self, values: dict[str, list]) -> np.ndarray:
-        """rows x 4 level codes of the categorical values a fast-path decode read."""
-        return np.array([self._field_codes(f, values[f]) for f in CATEGORICAL_FIELDS], dtype=np.int8).T
+    # ------------------------------------------------------------------ as sent
 
-    @staticmethod
-    def _field_codes(field: str, values: list[str | None]) -> list[int]:
-        codes = list(map(COMMON_CODES[field].get, values))     # canonical spellings: the common case
-        if None in codes:                                       # other spellings, or unknown levels
-            codes = [level_code(field, value) if code is None else code for code, value in zip(codes, values)]
-        return codes
+    def _decode_as_sent(self, body: bytes) -> Columns:
+        return self.decode_values(_parse(body))
 
-    def _all_numeric(self, records: list) -> np.ndarray:
-        """All 96 numeric fields of typed records the fast path accepted (validated already)."""
-        numeric = np.empty((len(records), len(NUMERIC_FIELDS)))
-        numeric[:, self._plain_columns] = self._plain_fields.read(records)
-        for field in FORMATTED_FIELDS:
-            numeric[:, _NUMERIC_COLUMN[field]] = parse_column(field, list(map(self._text_getters[field], records)))
-        return numeric
-
-    # ------------------------------------------------------------------ careful path
-
-    def _decode_careful(self, body: bytes) -> Columns:
-        decoded = _parse(body)
+    def decode_values(self, decoded: Any) -> Columns:
+        """JSON values as sent (a dict, or a list of them) to checked Columns; InputError lists
+        every problem."""
         single = isinstance(decoded, dict)
         if single:
             records = [decoded]
@@ -169,7 +163,7 @@ class JsonDecoder:
             records = decoded
         else:
             raise InputError(Problem.BAD_BODY, "Expected a JSON object (one record) or an array of objects, "
-                                               f"got {_json_kind(decoded)}.")
+                                               f"got {_json_kind(decoded)}." + _encoded_twice(decoded))
         if not records:
             raise InputError(Problem.BAD_BODY, "The array is empty; send 1 or more records.")
         self._check_count(len(records))
@@ -181,38 +175,16 @@ class JsonDecoder:
         not_objects = [i for i, r in enumerate(records) if not isinstance(r, dict)]
         if not_objects:
             shown = ", ".join(str(i) for i in not_objects[:10])
-            raise InputError(Problem.BAD_BODY, f"Every array element must be a JSON object; rows {shown} are not.")
-
-        errors: list[dict] = []
-        total = 0
-        numeric = np.empty((len(records), len(NUMERIC_FIELDS)))   # all: it parses them anyway
-        codes = np.empty((len(records), len(CATEGORICAL_FIELDS)), dtype=np.int8)
-        for row, record in enumerate(records):
-            for field in FIELDS:
-                value = record.get(field, ABSENT)
-                if value is ABSENT:
-                    problem = "required field is missing"
-                else:
-                    try:
-                        self._store(row, field, value, numeric, codes)
-                        continue
-                    except FieldError as exc:
-                        problem = str(exc)
-                total += 1
-                if len(errors) < MAX_REPORTED_ERRORS:
-                    errors.append(field_error(row, field, problem, value))
-        if errors:
-            raise InputError.invalid_values(errors, total)
-        return Columns(len(records), single, NUMERIC_FIELDS, numeric, codes)
-
-    def _store(self, row: int, field: str, value: Any, numeric: np.ndarray, codes: np.ndarray) -> None:
-        if field in CATEGORICAL_LEVELS:
-            codes[row, _CATEGORICAL_COLUMN[field]] = level_code(field, value)
-        else:
-            number = numeric_parser(field)(value)
-            if abs(number) > MAX_MAGNITUDE and field in self.numeric_fields:
-                raise FieldError(f"must be at most {MAX_MAGNITUDE:g} in size")
-            numeric[row, _NUMERIC_COLUMN[field]] = number
+            raise InputError(Problem.BAD_BODY, f"Every array element must be a JSON object; rows {shown} are not."
+                             + (_encoded_twice(records[not_objects[0]]) if len(records) == 1 else ""))
+        raw = {field: [record.get(field, ABSENT) for record in records] for field in FIELDS}
+        ids = None
+        if self.id_field:
+            ids = [record.get(self.id_field) for record in records]
+            ids = ids if any(i is not None for i in ids) else None
+        decoded = self.decoder.decode(raw, len(records), single=single, ids=ids)
+        decoded.refuse()
+        return decoded.columns
 
     def _check_count(self, rows: int) -> None:
         if rows > self.max_rows:
@@ -228,7 +200,8 @@ def _parse(body: bytes) -> Any:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         if "out of range" not in str(exc):
-            raise InputError(Problem.MALFORMED_JSON, f"The body is not valid JSON: {exc}") from None
+            raise InputError(Problem.MALFORMED_JSON, f"The body is not valid JSON: {exc}{_bare_token(body, exc)}") \
+                from None
         try:    # a number literal beyond the float range (1e400): valid JSON, an unusable value
             return _LITERAL_FLOATS.decode(body)
         except msgspec.DecodeError as again:      # an integer too long for any reader
@@ -239,20 +212,31 @@ def _parse(body: bytes) -> Any:
         raise InputError(Problem.MALFORMED_JSON, "The body is not valid UTF-8.") from None
 
 
-def _may_spell_infinity(body: bytes) -> bool:
-    """Whether an "n" is followed by an "f" (any case) anywhere in the body.
+def _bare_token(body: bytes, error: msgspec.DecodeError) -> str:
+    """A hint when the parser stopped at a bare NaN or Infinity, which JSON does not have."""
+    where = _AT_BYTE.search(str(error))
+    if where is None:
+        return ""
+    at = int(where.group(1))
+    token = (at > 0 and _BARE_TOKENS.match(body, at - 1)) or _BARE_TOKENS.match(body, at)   # "-" read already
+    if not token:
+        return ""
+    return (f". The token {token.group().decode()} at byte {token.start()} is not JSON: send null for a missing "
+            "value (Python's json.dumps writes NaN unless told allow_nan=False).")
 
-    Lax decoding reads the strings "inf" and "Infinity" as infinite floats; both spell "nf", and
-    the client's data never does, so a body without it cannot hold an infinity.  Finding each "f"
-    is a memchr; lower-casing and searching the whole body would copy it first.
-    """
-    for letter in b"fF":
-        at = body.find(letter, 1)
-        while at != -1:
-            if body[at - 1] in b"nN":
-                return True
-            at = body.find(letter, at + 1)
-    return False
+
+def _encoded_twice(value: Any) -> str:
+    """A hint when a string holds JSON records: the body was encoded twice."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        inner = msgspec.json.decode(value)
+    except (msgspec.DecodeError, RecursionError):
+        return ""
+    if isinstance(inner, (dict, list)):
+        return (" The string holds JSON records: the body was JSON-encoded twice. Send the object or array "
+                "itself, not a string that contains it.")
+    return ""
 
 
 def _wrapper_key(record: Any) -> str | None:
@@ -299,9 +283,6 @@ class JsonEncoder:
         """One result per row; `contributions` (rows x inputs, as scores.names) adds explanations."""
         if scores.names != self.input_names:
             raise ValueError("scores of another model")
-        if len(scores.phat) == 1 and contributions is None:     # one row: no numpy calls per column
-            row = scores.inputs[0].tolist()
-            return [self._result(int(scores.outcome[0]), float(scores.phat[0]), *map(row.__getitem__, self._order))]
         columns = self._input_columns(scores.inputs)
         values = [scores.phat.tolist()] + [columns[i] for i in self._order]
         outcome = scores.outcome.tolist()
@@ -318,7 +299,7 @@ class JsonEncoder:
         indicators = _ZERO_ONE[inputs[:, count:].astype(np.intp)]
         return inputs[:, :count].T.tolist() + indicators.T.tolist()
 
-    def encode(self, scores: Scores, single: bool, contributions: np.ndarray | None = None) -> bytes:
+    def encode(self, prediction: Prediction) -> bytes:
         """The answer: an object for a one-object request, else an array in request order."""
-        records = self.records(scores, contributions)
-        return msgspec.json.encode(records[0] if single else records)
+        records = self.records(prediction.scores, prediction.contributions)
+        return msgspec.json.encode(records[0] if prediction.single else records)

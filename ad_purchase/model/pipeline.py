@@ -8,7 +8,7 @@ built, and nothing here knows how the rows arrived or how the scores will be wri
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,12 +74,6 @@ class Model:
     coef: np.ndarray              # one per input column, in plan.names order
     cutoff: float
     plan: InputPlan
-    _one_row: tuple = field(init=False, repr=False)   # the same numbers as Python floats
-
-    def __post_init__(self) -> None:
-        plan = self.plan
-        self._one_row = (list(zip(plan.fill.tolist(), plan.mean.tolist(), plan.scale.tolist())),
-                         list(zip(plan.dummy_fields.tolist(), plan.dummy_codes.tolist())), self.coef.tolist())
 
     @property
     def name(self) -> str:
@@ -105,9 +99,6 @@ class Model:
         return np.concatenate((scaled, indicators), axis=1)
 
     def score(self, columns: Columns) -> Scores:
-        # One row in the model's own column order; columns holding every field take the batch code.
-        if columns.rows == 1 and columns.numeric_fields == self.plan.numeric_fields:
-            return self._score_one(columns)
         inputs = self.inputs(columns)
         # Add the terms left to right in every row (a running sum), not with a matrix product,
         # whose rounding can change with the number of rows: a record scores the same alone as
@@ -115,20 +106,6 @@ class Model:
         logit = np.add.accumulate(inputs * self.coef, axis=1)[:, -1]
         phat = expit(logit)     # the Logit's link in one call, without overflow warnings
         return Scores(self.plan.names, inputs, phat, (phat >= self.cutoff).astype(np.int64))
-
-    def _score_one(self, columns: Columns) -> Scores:
-        """`score` for one row in Python floats: a dozen numpy calls on one row cost more than the
-        arithmetic.  The same IEEE operations in the same order give the same bits."""
-        scaling, indicators, coef = self._one_row
-        codes = columns.codes[0].tolist()
-        inputs = [((fill if value != value else value) - mean) / scale       # value != value: NaN
-                  for value, (fill, mean, scale) in zip(columns.numeric[0].tolist(), scaling)]
-        inputs += [1.0 if codes[field] == code else 0.0 for field, code in indicators]
-        logit = 0.0
-        for value, weight in zip(inputs, coef):
-            logit += value * weight
-        phat = float(expit(logit))
-        return Scores(self.plan.names, np.array([inputs]), np.array([phat]), np.array([int(phat >= self.cutoff)]))
 
     def contributions(self, scores: Scores) -> np.ndarray:
         """Each input's share of the log-odds (coefficient x input), columns as in scores.names;

@@ -11,16 +11,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Sequence
-
 import numpy as np
 
-from ..schema import CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, NUMERIC_FIELDS
-
-PSI_WATCH = 0.1
-PSI_ALERT = 0.2
-MIN_DRIFT_ROWS = 100          # fewer rows than this say little; the status is "insufficient data"
-DRIFT_SAMPLE_ROWS = 200       # rows of a request counted (evenly spaced): big batches stay cheap
+from ..schema import CATEGORICAL_FIELDS, CATEGORICAL_LEVELS, MIN_DRIFT_ROWS, NUMERIC_FIELDS, PSI_ALERT, PSI_WATCH
 # Rows a worker bins per flush at most; beyond it, a uniform sample of the rows offered since the
 # last flush (reservoir sampling), so a flush costs the same at any request rate.  A reservoir of
 # k rows reads about k * (1 + ln(offered / k)) of them, so a small k keeps busy workers from
@@ -64,70 +57,39 @@ class DriftProfile:
 
 
 class Drift:
-    """A worker's drift counting: rows set aside per request, binned in bulk at each flush into
-    `counter` (a Prometheus counter labelled field and bin, shared by the workers).
-
-    A request first `reserve`s: the sample decides which of its rows it keeps, and where, before
-    anyone reads their values, so rows the sample would drop cost nothing; `offer` then hands
-    over the values of the rows reserved."""
+    """A worker's drift counting: rows offered per request (a few evenly spaced ones, chosen
+    where the rows were decoded), kept in a uniform sample, binned in bulk at each flush into
+    `counter` (a Prometheus counter labelled field and bin, shared by the workers)."""
 
     def __init__(self, profile: DriftProfile, counter, flush_seconds: float = 5.0) -> None:
         self.profile, self.counter, self.flush_seconds = profile, counter, flush_seconds
-        # (96 numeric values, 4 codes) per kept row; None where a reserved row is still to come
-        self._pending: list[tuple[np.ndarray, np.ndarray] | None] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []    # (96 numeric values, 4 codes) per kept row
         self._offered = 0                  # rows offered since the last flush
-        self._generation = 0               # flushes so far: a reservation is good until the next
         self._random = random.Random()
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def sample_rows(rows: int) -> Sequence[int]:
-        """Which rows of a request to count: all of a small one, evenly spaced ones of a big one
-        (a range for the small ones: numpy's call costs more than one record's row number)."""
-        if rows <= DRIFT_SAMPLE_ROWS:
-            return range(rows)
-        return np.linspace(0, rows - 1, DRIFT_SAMPLE_ROWS).astype(int).tolist()
-
-    def reserve(self, rows: int) -> tuple[np.ndarray, list[int], int]:
-        """Of a request of `rows` rows: the rows the sample keeps, the place of each, and the
-        reservation's generation (for `offer`).  Flushes first when a flush is due."""
+    def offer(self, numeric: np.ndarray, codes: np.ndarray) -> None:
+        """Rows of a request: every numeric field (schema order) and the level codes.  Up to
+        DRIFT_ROWS_PER_FLUSH are kept, then each one replaces a kept row with the probability that
+        keeps the sample uniform.  Flushes first when a flush is due."""
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
-        kept, places = [], []
         with self._lock:
-            for row in self.sample_rows(rows):
-                place = self._place()
-                if place is not None:
-                    kept.append(row)
-                    places.append(place)
-            return np.array(kept, dtype=np.intp), places, self._generation
-
-    def _place(self) -> int | None:
-        """Where the next offered row goes: every row up to DRIFT_ROWS_PER_FLUSH, then each one
-        replaces a kept row with the probability that keeps the sample uniform (None: dropped)."""
-        self._offered += 1
-        if len(self._pending) < DRIFT_ROWS_PER_FLUSH:
-            self._pending.append(None)
-            return len(self._pending) - 1
-        place = self._random.randrange(self._offered)
-        return place if place < DRIFT_ROWS_PER_FLUSH else None
-
-    def offer(self, numeric: np.ndarray, codes: np.ndarray, places: list[int], generation: int) -> None:
-        """The values of the rows `reserve` kept (a few microseconds); binned at the next flush.
-        Rows reserved before a flush that came in between are dropped."""
-        with self._lock:
-            if generation == self._generation:
-                for place, values, levels in zip(places, numeric, codes):
+            for values, levels in zip(numeric, codes):
+                self._offered += 1
+                if len(self._pending) < DRIFT_ROWS_PER_FLUSH:
+                    self._pending.append((values, levels))
+                    continue
+                place = self._random.randrange(self._offered)
+                if place < DRIFT_ROWS_PER_FLUSH:
                     self._pending[place] = (values, levels)
 
     def flush(self) -> None:
         """Bin the rows set aside since the last flush and add the counts to the shared counter."""
         with self._lock:
             pending, self._pending, self._offered = self._pending, [], 0
-            self._generation += 1
             self._last_flush = time.monotonic()
-        pending = [row for row in pending if row is not None]
         if not pending:
             return
         numeric = np.array([row for row, _ in pending])

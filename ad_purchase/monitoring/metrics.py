@@ -1,11 +1,9 @@
 """Prometheus metrics, correct across gunicorn workers.
 
-When PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py sets it), every worker writes its
-counters to files there and /metrics adds them up.
+In multi-process mode (gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR, which prometheus_client
+reads), every worker writes its counters to files there and /metrics adds them up.
 """
 from __future__ import annotations
-
-import os
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -20,8 +18,8 @@ KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 class Metrics:
     """The metric objects of one app."""
 
-    def __init__(self, model_name: str, model_version: str) -> None:
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    def __init__(self, model_name: str, model_version: str, multiprocess: bool = False) -> None:
+        self.multiprocess = multiprocess
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter("http_requests_total", "HTTP requests by route, method and status",
                                 ["route", "method", "status"], registry=r)
@@ -59,10 +57,6 @@ class Metrics:
 
     def observe_scores(self, phat: np.ndarray, outcome: np.ndarray) -> None:
         self.rows.inc(len(phat))
-        if len(phat) == 1:          # most requests: two increments, no numpy calls (each costs more)
-            self._phat_bins[min(int(phat[0] * PHAT_BINS), PHAT_BINS - 1)].inc()
-            self._outcome[1 if outcome[0] else 0].inc()
-            return
         counts = np.bincount(np.minimum(phat * PHAT_BINS, PHAT_BINS - 1).astype(int), minlength=PHAT_BINS)
         for index in np.flatnonzero(counts):
             self._phat_bins[index].inc(int(counts[index]))
@@ -104,7 +98,6 @@ class _Fixed:
         return iter(self.families)
 
 
-def mark_worker_dead(pid: int) -> None:
+def mark_worker_dead(pid: int, metrics_dir: str) -> None:
     """A worker's live gauges must not outlive it (gunicorn.conf.py calls this when one exits)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
+    multiprocess.mark_process_dead(pid, metrics_dir)

@@ -1,16 +1,8 @@
-"""The client's 100 raw fields: their names and kinds, the categorical levels, the published
-profile and examples, and the model columns the fields become."""
+"""The client's 100 raw fields: their names and kinds, the categorical levels, and the model
+columns the fields become."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable
-
-from .. import HOME
-
-PROFILE_PATH = HOME / "data" / "client_data_profile.json"
-EXAMPLES_DIR = HOME / "examples"
+from typing import Iterable
 
 FIELDS: tuple[str, ...] = tuple(f"x{i}" for i in range(100))
 TARGET = "y"
@@ -79,31 +71,3 @@ def split_dummy(column: str) -> tuple[str, str | None] | None:
     if not sep or field not in CATEGORICAL_LEVELS:
         return None
     return field, (None if level == "nan" else level)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The client's published data profile (data/client_data_profile.json)."""
-
-    raw: dict
-
-    @classmethod
-    def load(cls, path: Path = PROFILE_PATH) -> "Profile":
-        return cls(json.loads(Path(path).read_text()))
-
-    @property
-    def numeric_stats(self) -> dict[str, dict[str, float]]:
-        return self.raw["numeric_fields"]
-
-    @property
-    def coefficients(self) -> dict[str, dict[str, float]]:
-        return self.raw["published_model"]["coefficients"]
-
-    @property
-    def auc(self) -> float:
-        return float(self.raw["published_model"]["auc"]["test"])
-
-
-def load_example(name: str) -> Any:
-    """The user's example payloads ("single" or "batch"), as shipped in examples/."""
-    return json.loads((EXAMPLES_DIR / f"{name}.json").read_text())

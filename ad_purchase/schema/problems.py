@@ -1,7 +1,7 @@
 """Every kind of problem the contract names, and the error a codec raises for input it refuses.
 
-Each kind has its slug (the problem type URI ends with it), title and HTTP status; the service
-answers with them, the file scorer turns them into messages, and the OpenAPI document lists them.
+Each kind has its slug (the problem type URI ends with it) and title; the service maps each to
+its HTTP status, the commands turn them into messages, and the OpenAPI document lists them.
 """
 from __future__ import annotations
 
@@ -14,17 +14,16 @@ from .limits import MAX_ECHOED_CHARS, MAX_MAGNITUDE, SHOWN_ROWS
 
 
 class Problem(Enum):
-    MALFORMED_JSON = ("malformed-json", "Malformed JSON", 400)
-    MALFORMED_CSV = ("malformed-csv", "Malformed CSV", 400)
-    BAD_BODY = ("bad-request-body", "Bad request body", 400)
-    BAD_QUERY = ("invalid-query-parameter", "Invalid query parameter", 400)
-    TOO_MANY_ROWS = ("batch-too-large", "Batch too large", 413)
-    UNSUPPORTED_MEDIA_TYPE = ("unsupported-media-type", "Unsupported media type", 415)
-    INVALID_VALUES = ("invalid-field-values", "Invalid field values", 422)
-    NOT_READY = ("not-ready", "Model not loaded", 503)
+    """What is wrong with input, whichever way it came in."""
 
-    def __init__(self, slug: str, title: str, status: int) -> None:
-        self.slug, self.title, self.status = slug, title, status
+    MALFORMED_JSON = ("malformed-json", "Malformed JSON")
+    MALFORMED_CSV = ("malformed-csv", "Malformed CSV")           # also a file that is not CSV or Parquet
+    BAD_BODY = ("bad-request-body", "Bad request body")          # not records, or not the expected shape
+    TOO_MANY_ROWS = ("batch-too-large", "Batch too large")
+    INVALID_VALUES = ("invalid-field-values", "Invalid field values")
+
+    def __init__(self, slug: str, title: str) -> None:
+        self.slug, self.title = slug, title
 
 
 class InputError(Exception):

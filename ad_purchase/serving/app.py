@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -23,7 +22,8 @@ from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from ..monitoring import request_id
-from ..schema import InputError, load_example
+from ..resources import load_example
+from ..schema import InputError
 from . import auth, http_guard, openapi
 from .problems import problem
 from .routes import EXPLAIN_VALUES, routes
@@ -49,8 +49,9 @@ DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 's
             "img-src 'self' data:; frame-ancestors 'none'")
 
 
-def create_app(config: dict | None = None) -> Flask:
-    settings = Settings.from_env(os.environ, config)
+def create_app(config: dict | None = None, settings: Settings | None = None) -> Flask:
+    """The app; `settings` as given, else from the environment with `config` overriding it."""
+    settings = settings or Settings.from_env(None, config)
     svc = Service.start(settings)
     tokens = auth.load(settings.AUTH_TOKENS_FILE)
     app = Flask(__name__, static_folder=None)   # nothing is served from a folder of the package
@@ -112,11 +113,11 @@ def _add_swagger(app: Flask, svc: Service, tokens: auth.Tokens | None) -> None:
     if svc.model is not None:
         for name, example, explain in (("single", "single", False), ("batch", "batch", False),
                                        ("explained", "single", True)):
-            try:
-                answer = svc.predict_json(msgspec.json.encode(load_example(example)), explain=explain)
+            try:       # scored as a request is, but not counted by monitoring
+                prediction = svc.predictor.predict(svc.json.decode_values(load_example(example)), explain)
             except InputError:       # e.g. MAX_BATCH_ROWS below the batch example's four rows
                 continue
-            examples[name] = msgspec.json.decode(answer)
+            examples[name] = msgspec.json.decode(svc.answer(prediction))
     features = list(svc.model.features) if svc.model else []
     security = auth.path_scopes(app, auth.route_scopes(app, DOCS_ENDPOINTS)) if tokens is not None else None
     spec = openapi.build_spec(features, svc.settings.MAX_BATCH_ROWS, EXPLAIN_VALUES, examples, security)
@@ -145,13 +146,13 @@ def _add_swagger(app: Flask, svc: Service, tokens: auth.Tokens | None) -> None:
     })
 
 
-def configure_logging() -> None:
+def configure_logging(settings: Settings) -> None:
     """Plain lines for the service's own messages; the access log lines are JSON objects."""
     if logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), handlers=[handler])
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     access = logging.StreamHandler(sys.stdout)
     access.setFormatter(logging.Formatter("%(message)s"))
     access_log.addHandler(access)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from ..resources import load_example
 from ..schema import (CATEGORICAL_LEVELS, CATEGORICAL_MEANING, CURRENCY_EXAMPLES, CURRENCY_FIELD, FIELDS,
-                      MAX_MAGNITUDE, MISSING_STRINGS, PERCENT_EXAMPLES, PERCENT_FIELD, SPACE, currency_pattern,
-                      load_example, number_pattern, percent_pattern)
+                      MAX_ECHOED_CHARS, MAX_MAGNITUDE, MISSING_STRINGS, PERCENT_EXAMPLES, PERCENT_FIELD, SPACE,
+                      currency_pattern, number_pattern, percent_pattern)
 
 API_VERSION = "1.0.0"
-_MISSING_TEXT = 'null, "" or "nan"/"NA"/"null" in any case mean missing'
+_MISSING_TEXT = ("null or " + ", ".join(f'"{word}"' for word in sorted(MISSING_STRINGS))
+                 + " in any case, spaces around ignored, mean missing")
 
 # Patterns are the schema's own shapes (ad_purchase.schema.values), anchored and with digit counts bounded so that
 # every number a pattern admits is finite and at most 1e300 in size, as the service requires of
@@ -246,7 +248,8 @@ def _build_spec(features: list[str], max_rows: int, explain_values: Iterable[str
                 "errors": {"type": "array", "items": {"type": "object", "properties": {
                     "row": {"type": "integer"}, "field": {"type": "string"},
                     "value": {"nullable": True,
-                              "description": "as sent, cut to its first 200 characters; absent for a missing key"},
+                              "description": f"as sent, cut to its first {MAX_ECHOED_CHARS} characters; "
+                                             "absent for a missing key"},
                     "message": {"type": "string"}}}},
                 "total_errors": {"type": "integer"},
                 "request_id": {"type": "string"},

@@ -1,7 +1,7 @@
 r"""The HTTP routes.  Each reads the app's Service: /predict is the one request path
 
-    body --decoder--> Columns --model--> Scores --encoder--> answer
-                                    \--> monitoring (scores, and a sample of the columns)
+    body --codec + decoding core--> Columns --prediction service--> Prediction --codec--> answer
+                                                                        \--> monitoring
 """
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ import msgspec
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
-from ..codecs import decode_csv, encode_csv
 from ..model.artifacts import MODEL_FACTS
-from ..schema import InputError, Problem
+from ..schema import InputError
 from .auth import has_scope, open_route, requires
 from .http_guard import BODY_FRAMING_ERRORS, malformed_body
-from .problems import of_input_error, of_kind
+from .problems import HttpProblem, of_input_error, of_kind
+from .service import CSV, JSON
 
 log = logging.getLogger("api")
 routes = Blueprint("routes", __name__)
 
-INPUT_TYPES = ("application/json", "text/csv")   # the first is the default answer
+INPUT_TYPES = (JSON, CSV)   # the first is the default answer
 # Accept headers that can only mean JSON.  Most clients send one of these, so the header is
 # parsed only when it could ask for CSV (parsing it costs more than encoding a one-row answer).
 JSON_ONLY_ACCEPTS = frozenset(("", "*/*", "application/json"))
@@ -79,38 +79,29 @@ def request_body(max_length: int, timeout: float) -> bytes:
 def predict() -> Response:
     svc = service()
     if request.mimetype not in INPUT_TYPES:
-        return of_kind(Problem.UNSUPPORTED_MEDIA_TYPE, "Send the records as application/json or text/csv "
+        return of_kind(HttpProblem.UNSUPPORTED_MEDIA_TYPE, "Send the records as application/json or text/csv "
                        f"(got {request.mimetype or 'no Content-Type'}).")
     if svc.model is None:
-        return of_kind(Problem.NOT_READY, "The service has no verified model to score with.")
+        return of_kind(HttpProblem.NOT_READY, "The service has no verified model to score with.")
     explain = False
     if request.query_string:                # request.args parses it; most requests have none
         raw = request.args.get("explain")
         if raw is not None and raw not in EXPLAIN_VALUES:
-            return of_kind(Problem.BAD_QUERY, f"explain must be one of {', '.join(EXPLAIN_VALUES)}, not {raw[:100]!r}.",
-                           parameter="explain")
+            return of_kind(HttpProblem.BAD_QUERY, f"explain must be one of {', '.join(EXPLAIN_VALUES)}, "
+                                                  f"not {raw[:100]!r}.", parameter="explain")
         explain = EXPLAIN_VALUES.get(raw, False)
+    answer_type = JSON
+    if (request.headers.get("Accept", "") not in JSON_ONLY_ACCEPTS
+            and request.accept_mimetypes.best_match(INPUT_TYPES) == CSV):
+        answer_type = CSV
     body = request_body(svc.settings.MAX_CONTENT_LENGTH, svc.settings.BODY_TIMEOUT)
     try:
-        if request.mimetype == "text/csv":
-            columns = decode_csv(body, svc.model.numeric_inputs, svc.settings.MAX_BATCH_ROWS)
-        else:
-            columns = svc.decoder.decode(body)
+        prediction = svc.predict(body, request.mimetype, explain)
     except InputError as exc:
         svc.metrics.observe_invalid(exc.errors)
         return of_input_error(exc)
-    scores = svc.model.score(columns)
-    g.rows = columns.rows
-    svc.metrics.observe_scores(scores.phat, scores.outcome)
-    if svc.drift is not None:
-        kept, places, generation = svc.drift.reserve(columns.rows)
-        if kept.size:                       # rows the drift sample drops are never read again
-            svc.drift.offer(*columns.sample(kept), places, generation)
-    if (request.headers.get("Accept", "") not in JSON_ONLY_ACCEPTS
-            and request.accept_mimetypes.best_match(INPUT_TYPES) == "text/csv"):
-        return Response(encode_csv(scores), mimetype="text/csv")
-    contributions = svc.model.contributions(scores) if explain else None
-    return Response(svc.encoder.encode(scores, columns.single, contributions), mimetype="application/json")
+    g.rows = prediction.rows
+    return Response(svc.answer(prediction, answer_type), mimetype=answer_type)
 
 
 @routes.get("/health")
@@ -124,7 +115,7 @@ def health() -> Response:
 def ready() -> Response:
     svc = service()
     if svc.model is None:
-        return of_kind(Problem.NOT_READY, f"Model not loaded: {svc.public_load_error()}")
+        return of_kind(HttpProblem.NOT_READY, f"Model not loaded: {svc.public_load_error()}")
     return _json({"status": "ready", "model": svc.model.name, "version": svc.model.version})
 
 
@@ -133,7 +124,7 @@ def ready() -> Response:
 def model_facts() -> Response:
     svc = service()
     if svc.model is None:
-        return of_kind(Problem.NOT_READY, "The service has no verified model.")
+        return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
     hidden = () if has_scope("ops") else ("library_versions",)   # what an attacker would look up
     return _json({key: svc.model.metadata[key] for key in MODEL_FACTS if key not in hidden})
 
@@ -143,7 +134,7 @@ def model_facts() -> Response:
 def model_drift() -> Response:
     svc = service()
     if svc.model is None:
-        return of_kind(Problem.NOT_READY, "The service has no verified model.")
+        return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
     return _json(svc.drift.report(svc.metrics.collected()))
 
 

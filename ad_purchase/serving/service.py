@@ -1,4 +1,5 @@
-"""What one app serves with: the settings, the model (or why there is none), its codecs and monitoring."""
+"""What one app serves with: the settings, the model (or why there is none), the prediction
+service, the codecs and monitoring, and the one path a request takes through them."""
 from __future__ import annotations
 
 import logging
@@ -7,12 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import HOME
-from ..codecs import JsonDecoder, JsonEncoder
-from ..model import ArtifactError, Model, load_model
+from ..codecs import JsonDecoder, JsonEncoder, decode_csv, encode_csv
+from ..core import Prediction, PredictionService
+from ..model import ArtifactError, load_model
 from ..monitoring import Drift, DriftProfile, Metrics
+from ..schema import Columns
 from .settings import Settings
 
 log = logging.getLogger("api")
+
+JSON, CSV = "application/json", "text/csv"
 
 
 @dataclass
@@ -20,9 +25,9 @@ class Service:
     settings: Settings
     model_dir: Path
     metrics: Metrics
-    model: Model | None = None
     load_error: str = ""                  # why there is no model
-    decoder: JsonDecoder | None = None
+    predictor: PredictionService | None = None
+    json: JsonDecoder | None = None
     encoder: JsonEncoder | None = None
     drift: Drift | None = None
 
@@ -33,21 +38,40 @@ class Service:
         model_dir = Path(settings.MODEL_DIR)
         if not model_dir.is_dir():
             raise SystemExit(f"MODEL_DIR {model_dir} does not exist; train a model with train.py or set MODEL_DIR")
+        multiprocess = bool(settings.PROMETHEUS_MULTIPROC_DIR)
         try:
             model = load_model(model_dir)
         except ArtifactError as exc:
             log.error("model not loaded, the service stays unready: %s", exc)
-            return cls(settings, model_dir, Metrics("none", "none"), load_error=str(exc))
-        metrics = Metrics(model.name, model.version)
-        return cls(settings, model_dir, metrics, model, "", JsonDecoder(model.numeric_inputs, settings.MAX_BATCH_ROWS),
+            return cls(settings, model_dir, Metrics("none", "none", multiprocess), load_error=str(exc))
+        metrics = Metrics(model.name, model.version, multiprocess)
+        predictor = PredictionService(model)
+        return cls(settings, model_dir, metrics, "", predictor,
+                   JsonDecoder(predictor.request_decoder, settings.MAX_BATCH_ROWS, settings.ID_FIELD),
                    JsonEncoder(model.plan.names),
                    Drift(DriftProfile(model.metadata), metrics.drift_counts, settings.DRIFT_FLUSH_SECONDS))
 
-    def predict_json(self, body: bytes, explain: bool = False) -> bytes:
-        """JSON request bytes to JSON answer bytes: the whole scoring path, without monitoring."""
-        columns = self.decoder.decode(body)
-        scores = self.model.score(columns)
-        return self.encoder.encode(scores, columns.single, self.model.contributions(scores) if explain else None)
+    @property
+    def model(self):
+        return self.predictor.model if self.predictor is not None else None
+
+    def read(self, body: bytes, mimetype: str) -> Columns:
+        """A request body as checked columns (InputError when it cannot be scored)."""
+        if mimetype == CSV:
+            return decode_csv(body, self.predictor.request_decoder, self.settings.MAX_BATCH_ROWS,
+                              self.settings.ID_FIELD)
+        return self.json.decode(body)
+
+    def predict(self, body: bytes, mimetype: str = JSON, explain: bool = False) -> Prediction:
+        """The request's prediction, observed by monitoring."""
+        prediction = self.predictor.predict(self.read(body, mimetype), explain)
+        self.metrics.observe_scores(prediction.scores.phat, prediction.scores.outcome)
+        if prediction.sample_numeric is not None:
+            self.drift.offer(prediction.sample_numeric, prediction.sample_codes)
+        return prediction
+
+    def answer(self, prediction: Prediction, mimetype: str = JSON) -> bytes:
+        return encode_csv(prediction.scores, prediction.contributions) if mimetype == CSV else self.encoder.encode(prediction)
 
     def public_load_error(self) -> str:
         """Why there is no model, without the server's folder layout."""

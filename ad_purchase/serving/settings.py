@@ -1,51 +1,104 @@
-"""The service's settings: typed, each from the environment variable of the same name."""
+"""Every setting of the service, typed: each is read from the environment variable of the same
+name, once, here, and checked at start.  A value that does not fit stops the service with one
+line naming the variable, the value and what is allowed.  gunicorn.conf.py reads its settings
+from here too; nothing else in the package reads the environment for a setting."""
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from dataclasses import dataclass, fields
+from typing import Mapping
 
-from .. import HOME
-from ..schema import MAX_BATCH_ROWS
+from .. import machine_cores
+from ..resources import DEFAULT_MODEL_DIR
+from ..schema import FIELDS, MAX_BATCH_ROWS
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_WORKER = "ad_purchase.serving.worker.SlowClientWorker"
 
 
 @dataclass(frozen=True)
 class Settings:
-    MODEL_DIR: str = str(HOME / "objs")
+    PORT: int = 1313
+    MODEL_DIR: str = str(DEFAULT_MODEL_DIR)
     MAX_BATCH_ROWS: int = MAX_BATCH_ROWS
     MAX_CONTENT_LENGTH: int = 64 * 1024 * 1024   # bytes; a 10,000-row batch is about 20 MB
-    DRIFT_FLUSH_SECONDS: int = 5
     BODY_TIMEOUT: int = 10                       # seconds a request body may pause before 408
+    ID_FIELD: str = "customer_id"                # the key of the client's own record id
+    LOG_LEVEL: str = "INFO"
+    DRIFT_FLUSH_SECONDS: int = 5                 # 0: at every request
+    # gunicorn
+    WEB_CONCURRENCY: int = 0                     # worker processes; 0: one per core
+    WORKER_CLASS: str = DEFAULT_WORKER
+    WORKER_CONNECTIONS: int = 1000               # per worker, slow ones included
+    THREADS: int = 4                             # gthread only
+    TIMEOUT: int = 60                            # a 10,000-row batch takes well under 1 s
+    GRACEFUL_TIMEOUT: int = 30                   # SIGTERM: in-flight requests finish
+    KEEPALIVE: int = 5                           # idle keep-alive, and the time to send headers
+    MAX_REQUESTS: int = 50_000                   # a worker is recycled after this many (0: never)
+    MAX_REQUESTS_JITTER: int = 5_000
+    WORKER_TMP_DIR: str = tempfile.gettempdir()  # heartbeat files
+    PROMETHEUS_MULTIPROC_DIR: str = ""           # set by gunicorn.conf.py: metrics shared by workers
+    # access and TLS
     AUTH_TOKENS_FILE: str = ""                   # token file (NAME SCOPES SHA256HEX lines); unset: open
     CERT_FILE: str = ""                          # TLS certificate and key for gunicorn; both or neither
     KEY_FILE: str = ""
 
     @classmethod
-    def from_env(cls, environ: dict, overrides: dict | None = None) -> "Settings":
-        """Settings from `environ` (os.environ), with `overrides` taking precedence; a value that
-        is not a whole number where one is needed stops the service with a clear message."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping | None = None) -> "Settings":
+        """Settings from `environ` (os.environ by default), `overrides` taking precedence."""
+        environ = os.environ if environ is None else environ
         values = {}
         for item in fields(cls):
             raw = (overrides or {}).get(item.name, environ.get(item.name))
-            if raw is not None:
+            if raw is None or raw == "":
+                continue
+            if item.type == "int":
                 try:
-                    values[item.name] = int(raw) if item.type == "int" else str(raw)
-                except ValueError:
-                    raise SystemExit(f"configuration error: {item.name}={raw!r} is not a whole number") from None
+                    values[item.name] = int(raw)
+                except (TypeError, ValueError):
+                    _refuse(item.name, raw, "a whole number")
+            else:
+                values[item.name] = str(raw)
         settings = cls(**values)
-        settings._check_files()
+        settings.check()
         return settings
 
-    def _check_files(self) -> None:
-        """File settings name readable files (and the TLS pair comes whole); else one line."""
-        allowed = {"AUTH_TOKENS_FILE": "a readable token file (lines NAME SCOPES SHA256HEX), or unset for no "
-                                        "access control",
-                   "CERT_FILE": "a readable PEM certificate, or unset for plain HTTP",
-                   "KEY_FILE": "a readable PEM private key, or unset for plain HTTP"}
-        for name, what in allowed.items():
+    def check(self) -> None:
+        """Values in range; the first one that is not stops the service."""
+        at_least = {"PORT": 1, "MAX_BATCH_ROWS": 1, "MAX_CONTENT_LENGTH": 1, "BODY_TIMEOUT": 1,
+                    "DRIFT_FLUSH_SECONDS": 0, "WEB_CONCURRENCY": 0, "WORKER_CONNECTIONS": 1, "THREADS": 1,
+                    "TIMEOUT": 1, "GRACEFUL_TIMEOUT": 0, "KEEPALIVE": 1, "MAX_REQUESTS": 0, "MAX_REQUESTS_JITTER": 0}
+        for name, least in at_least.items():
+            if getattr(self, name) < least:
+                _refuse(name, getattr(self, name), f"a whole number of at least {least}")
+        if self.PORT > 65535:
+            _refuse("PORT", self.PORT, "a port number from 1 to 65535")
+        if self.LOG_LEVEL.upper() not in LOG_LEVELS:
+            _refuse("LOG_LEVEL", self.LOG_LEVEL, "one of " + ", ".join(LOG_LEVELS))
+        if self.ID_FIELD in FIELDS or not self.ID_FIELD.strip():
+            _refuse("ID_FIELD", self.ID_FIELD, "a key other than the fields x0..x99")
+        files = {"AUTH_TOKENS_FILE": "a readable token file (lines NAME SCOPES SHA256HEX), or unset for no access "
+                                     "control",
+                 "CERT_FILE": "a readable PEM certificate, or unset for plain HTTP",
+                 "KEY_FILE": "a readable PEM private key, or unset for plain HTTP"}
+        for name, allowed in files.items():
             value = getattr(self, name)
             if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
-                raise SystemExit(f"configuration error: {name}={value!r} is not a readable file; it must be {what}")
+                _refuse(name, value, allowed)
         if bool(self.CERT_FILE) != bool(self.KEY_FILE):
             given, missing = ("CERT_FILE", "KEY_FILE") if self.CERT_FILE else ("KEY_FILE", "CERT_FILE")
-            raise SystemExit(f"configuration error: {given}={getattr(self, given)!r} without {missing}; "
-                             "TLS needs both files, or neither for plain HTTP")
+            _refuse(given, getattr(self, given), f"set together with {missing} (TLS needs both files, or neither)")
+
+    @property
+    def workers(self) -> int:
+        return self.WEB_CONCURRENCY or machine_cores()
+
+    @property
+    def log_level(self) -> int:
+        return getattr(logging, self.LOG_LEVEL.upper())
+
+
+def _refuse(name: str, value, allowed: str) -> None:
+    raise SystemExit(f"configuration error: {name}={value!r} is not allowed; expected {allowed}")

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-from ..schema import Profile  # noqa: E402
+from ..resources import Profile  # noqa: E402
 
 REPORT_DIR = "report"
 LIFT_BINS = 20          # 5% of rows a bin, as in the published lift table

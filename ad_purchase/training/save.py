@@ -3,11 +3,9 @@ artifact's SHA-256 and the training profile for drift, swapped into place atomic
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import platform
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 
 from ..model.artifacts import (ARTIFACT_FILES, IMPUTER_FILE, METADATA_FILE, MODEL_FILE, SCALER_FILE, VARIABLES_FILE,
                                sha256, version_from)
+from ..atomic import Staged
 from ..schema import CATEGORICAL_FIELDS, NUMERIC_FIELDS
 from .data import ParsedData
 from .fit import TrainingOutcome
@@ -82,10 +81,9 @@ def write_artifacts(outcome: TrainingOutcome, metadata: dict, out_dir: Path,
     version the artifacts' sums give (`version_from`).  `extra(folder, metadata)` may add files
     (the report) before the swap.  Returns the metadata as written."""
     out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the serving user must be able to read it
-    try:
+    with Staged(out_dir, folder=True) as staged:
+        staging = staged.path
+        staging.mkdir()
         model = outcome.model
         for name, obj in ((IMPUTER_FILE, model.imputer), (SCALER_FILE, model.scaler),
                           (VARIABLES_FILE, list(model.features))):
@@ -98,29 +96,14 @@ def write_artifacts(outcome: TrainingOutcome, metadata: dict, out_dir: Path,
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         if extra is not None:
             extra(staging, metadata)
-        _swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _keep_other_files(out_dir, staging)
     return metadata
 
 
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Replace `out_dir` with `staging`, keeping copies of files in `out_dir` that training does
-    not write (a .gitkeep, notes); `out_dir` is untouched until the final rename."""
-    if out_dir.exists():
+def _keep_other_files(out_dir: Path, staging: Path) -> None:
+    """Copies of files in `out_dir` that training does not write (a .gitkeep, notes)."""
+    if out_dir.is_dir():
         for item in out_dir.iterdir():
             target = staging / item.name
             if not target.exists() and item.name != "report":   # an old report describes an old model
                 shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
-        retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, retired / out_dir.name)
-        try:
-            os.replace(staging, out_dir)
-        except BaseException:  # put the previous folder back before reporting the failure
-            os.replace(retired / out_dir.name, out_dir)
-            retired.rmdir()
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, out_dir)

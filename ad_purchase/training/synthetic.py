@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..schema import (CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS, PERCENT_FIELD,
-                      TARGET, Profile, split_dummy)
+from ..resources import Profile
+from ..schema import CATEGORICAL_LEVELS, CURRENCY_FIELD, FIELDS, NUMERIC_FIELDS, PERCENT_FIELD, TARGET, split_dummy
 
 NUMERIC_MISSING_RATE = 0.016
 
