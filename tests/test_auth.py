@@ -321,3 +321,10 @@ def test_the_mint_command_refuses_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as stopped:
         token_cli.main(argv)
     assert stopped.value.code == 2
+
+
+def test_the_ad_purchase_command_mints_tokens_too(capsys):
+    from ad_purchase.cli import main as entry
+    assert entry.main(["token", "feed", "--scopes", "score"]) == 0
+    token, line = capsys.readouterr().out.splitlines()
+    assert line == f"feed score {sha(token)}"

@@ -28,8 +28,8 @@ def file_line(name: str, scopes: list[str], token: str) -> str:
     return f"{name} {','.join(scopes)} {digest_of(token).hex()}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ad_purchase.cli.token", description=__doc__,
+def main(argv: list[str] | None = None, prog: str = "python -m ad_purchase.cli.token") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="who holds the token: shown in the logs (letters, digits, '.', '_', '-')")
     parser.add_argument("--scopes", required=True,
