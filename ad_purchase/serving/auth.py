@@ -236,9 +236,9 @@ def _refuse(status: int, detail: str, error: str | None = None, scope: str | Non
     return response
 
 
-def _bearer_token() -> str | None:
+def _bearer_token(environ: dict) -> str | None:
     """The token of an `Authorization: Bearer` header, or None for no header or another scheme."""
-    header = request.environ.get("HTTP_AUTHORIZATION")      # the header, without building request.headers
+    header = environ.get("HTTP_AUTHORIZATION")      # the header, without building request.headers
     if not header:
         return None
     scheme, _, token = header.strip().partition(" ")
@@ -259,19 +259,22 @@ def install(app: Flask, tokens: Tokens | None, declared: dict[str, str] | None =
 
     @app.before_request
     def authorize() -> Response | None:
-        scope = scopes.get(request.endpoint, OPEN)     # unmatched: the 404 or 405 says so
-        g.caller, g.scopes = None, (None if tokens is None else frozenset())
+        # Runs on every request: the request and g objects are looked up once, not per attribute.
+        req, state = request._get_current_object(), g._get_current_object()
+        rule = req.url_rule
+        scope = OPEN if rule is None else scopes.get(rule.endpoint, OPEN)   # unmatched: the 404 or 405 says so
+        state.caller, state.scopes = None, (None if tokens is None else frozenset())
         if scope == HIDDEN:
             return problem(404, "Not Found", "The requested URL was not found on the server.")
         if tokens is None:
             return None
-        token = _bearer_token()
+        token = _bearer_token(req.environ)
         if scope == OPEN:
             caller = tokens.identify(token) if token else None
             if caller is not None:                     # named in the log, nothing more
-                g.caller, g.scopes = caller.name, caller.scopes
+                state.caller, state.scopes = caller.name, caller.scopes
             return None
-        if request.query_string and any(name in request.args for name in TOKEN_PARAMETERS):
+        if req.environ.get("QUERY_STRING") and any(name in req.args for name in TOKEN_PARAMETERS):
             return _refuse(401, "A token in the URL is never used (URLs end up in logs and histories): send it "
                            "in an Authorization: Bearer header, and replace the token, since it has been exposed.",
                            "invalid_request")
@@ -281,7 +284,7 @@ def install(app: Flask, tokens: Tokens | None, declared: dict[str, str] | None =
         caller = tokens.identify(token)
         if caller is None:
             return _refuse(401, "The bearer token is not one this service knows.", "invalid_token")
-        g.caller, g.scopes = caller.name, caller.scopes
+        state.caller, state.scopes = caller.name, caller.scopes
         if scope not in caller.scopes:
             return _refuse(403, f"The token of {caller.name!r} does not have the {scope!r} scope this route "
                            "needs.", "insufficient_scope", scope)
