@@ -78,7 +78,7 @@ def check(open_server: Server, secured: Server, control: bool) -> None:
         raise RuntimeError("the two servers score examples/single.json differently")
 
 
-def in_process(rounds: int, requests: int, tokens_path: str) -> dict:
+def in_process(rounds: int, requests: int, tokens_path: str | None) -> dict:
     """CPU microseconds per POST /predict through the app's test client, tokens off and on."""
     import logging
 
@@ -88,7 +88,8 @@ def in_process(rounds: int, requests: int, tokens_path: str) -> dict:
     logging.getLogger("api.access").disabled = True          # the log line is the same for both
     body = SINGLE_BODY.read_bytes()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-    clients = {"off": create_app({}).test_client(), "on": create_app({"AUTH_TOKENS_FILE": tokens_path}).test_client()}
+    second = {"AUTH_TOKENS_FILE": tokens_path} if tokens_path else {}      # none: the control run
+    clients = {"off": create_app({}).test_client(), "on": create_app(second).test_client()}
     for client in clients.values():
         assert client.post("/predict", data=body, headers=headers).status_code == 200
     costs = {"off": [], "on": []}
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['cpu_ms_per_req']:.3f}"] for row in rows])
     say(f"tokens {'off (control)' if args.control else 'on'} / tokens off: {with_cpu(ratio, cpu_ratio, 'x')} "
         f"(target >= {TARGET}): {verdict}")
-    costs = in_process(10 if not args.quick else 2, 500 if not args.quick else 100, token_file())
+    costs = in_process(10 if not args.quick else 2, 500 if not args.quick else 100,
+                       None if args.control else token_file())
     process_ratio = median([off / on for on, off in zip(costs["on"], costs["off"])])
     say(f"in process (test client, CPU per request): tokens off {median(costs['off']):.0f} us, "
         f"on {median(costs['on']):.0f} us; off / on {process_ratio:.3f}")
