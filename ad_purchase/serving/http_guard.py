@@ -6,8 +6,8 @@
 - A `Content-Encoding` the service does not decode (it decodes none) is refused with 415 before
   the body is read: a compressed body is never taken for JSON, nor a plain one labelled gzip.
 - gunicorn's own error answers (bad request line, URI too long, headers too large, an unknown
-  transfer coding, ...) are problem details too, written by the service's worker with
-  worker_error_answer().
+  transfer coding, ...) are problem details too: the service's worker (worker.py) answers with
+  classify() and error_answer() instead of gunicorn's HTML page.
 """
 from __future__ import annotations
 
