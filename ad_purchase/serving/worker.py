@@ -123,6 +123,7 @@ class SlowClientWorker(GeventWorker):
     early_signals = None
     recycle_file = None
     _recycle_gate = None
+    _deferred = False
 
     def init_process(self):
         # Until gunicorn installs the worker's own handlers (after gevent has patched the standard
@@ -151,6 +152,10 @@ class SlowClientWorker(GeventWorker):
                 self.log.warning("cannot use %s to take turns restarting: %s", self.recycle_file, exc)
                 allowed = True
             if not allowed:               # gunicorn restarts the worker when nr reaches max_requests
+                if not self._deferred:                    # said once, not at each request after
+                    self._deferred = True
+                    self.log.info("max requests reached; restarting once no other worker has restarted for "
+                                  "%g s", self._recycle_gate.spacing)
                 self.max_requests = self.nr + 2
         try:
             return super().handle_request(listener_name, req, sock, addr)
