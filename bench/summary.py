@@ -64,7 +64,7 @@ def table_rows() -> list[list[str]]:
     for r in (tricks or {}).get("rows", []):
         out.append(["trick", f"{r['trick']} ({r['path']})", "-", "-", "-", "-", "-", "-",
                     f"saves {r['share_cpu']:.0%} CPU, {r['share_wall']:.0%} wall", "-", "-", "-",
-                    "saves >= 10% of its path", "ok" if r["share_cpu"] >= 0.10 else "MISSED")])
+                    "saves >= 10% of its path", "ok" if r["share_cpu"] >= 0.10 else "MISSED"])
     return out
 
 

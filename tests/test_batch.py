@@ -364,3 +364,15 @@ def test_the_arrow_decoder_reads_text_as_the_json_careful_path_does(values, fiel
             for name in numeric_input_order(inputs):
                 np.testing.assert_array_equal(decoded.columns.column(name)[kept_row], columns.column(name)[0])
             np.testing.assert_array_equal(decoded.columns.codes[kept_row], columns.codes[0])
+
+
+def test_a_row_of_empty_cells_is_scored_and_a_blank_line_is_skipped(model, frame, tmp_path):
+    text = frame.head(3).to_csv(index=False).splitlines()
+    empty_cells = "," * (len(text[0].split(",")) - 1)
+    source = tmp_path / "holes.csv"
+    source.write_text("\n".join([text[0], text[1], "", empty_cells, text[2], "\r", text[3]]) + "\n")
+    out = tmp_path / "scores.csv"
+    outcome = score_file(source, out, model, id_column="customer")
+    assert outcome.rows_scored == 4
+    scored = pacsv.read_csv(out, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    assert scored.column("customer").null_count == 1

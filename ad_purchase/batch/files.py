@@ -19,14 +19,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .. import machine_cores
 from ..atomic import Staged
-from ..codecs.csv_codec import CsvTextWriter, HeaderError, all_null, first_bad_utf8_line, header_names, \
-    read_records, unreadable
+from ..codecs.csv_codec import CsvTextWriter, HeaderError, first_bad_utf8_line, header_names, read_records, \
+    unreadable, without_blank_lines
 from ..core.decoding import check_fields
 from ..schema import FIELDS, PLAIN_FIELDS, InputError, Problem
 
@@ -136,11 +135,9 @@ class Source:
                         raise InputError(Problem.MALFORMED_CSV, self._csv_problem(data, error, done))
                     rows = np.arange(done + 1, done + 1 + records.num_rows, dtype=np.int64)
                     done += records.num_rows
-                    # A blank line is a record of nulls only: skipped, but counted, so that a data
-                    # row's number stays its line in the file less the header.
-                    blank = all_null(records)
-                    if blank is not None:
-                        records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
+                    # A blank line is skipped, but counted, so that a data row's number stays its
+                    # line in the file less the header.
+                    records, rows = without_blank_lines(data, records, rows)
                     if records.num_rows:
                         yield Batch(records, rows, _TYPED_PLAIN if typed else frozenset())
 

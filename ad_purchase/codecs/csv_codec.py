@@ -150,15 +150,40 @@ def first_bad_utf8_line(lines: Iterable[bytes]) -> int:
     return 0
 
 
-def all_null(records: pa.RecordBatch):
-    """A boolean mask of the records whose every column is null (blank lines), or None when none is."""
-    blank = None
+def _all_null(records: pa.RecordBatch) -> np.ndarray | None:
+    """A mask of the records whose every column is null, or None when none is."""
+    nulls = None
     for column in records.columns:
-        nulls = pc.is_null(column)
-        blank = nulls if blank is None else pc.and_(blank, nulls)
-        if not pc.any(blank).as_py():
+        column_nulls = pc.is_null(column)
+        nulls = column_nulls if nulls is None else pc.and_(nulls, column_nulls)
+        if not pc.any(nulls).as_py():
             return None
-    return blank
+    return np.asarray(nulls)
+
+
+def _empty_lines(data) -> np.ndarray:
+    """Whether each record of CSV text is an empty line: records end at line breaks outside
+    quoted values (an even number of quotes before them)."""
+    text = np.frombuffer(data, dtype=np.uint8)
+    outside = np.bitwise_xor.accumulate((text == ord('"')).view(np.uint8)) == 0
+    ends = np.flatnonzero((text == ord("\n")) & outside)
+    if not len(ends) or ends[-1] != len(text) - 1:
+        ends = np.append(ends, len(text))                # a last record without a line break
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts
+    carriage = (lengths > 0) & (text[np.maximum(ends - 1, 0)] == ord("\r"))
+    return lengths - carriage == 0
+
+
+def without_blank_lines(data, records: pa.RecordBatch, rows: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
+    """The records of `data` less its blank lines, which the reader gives as records of nulls;
+    a record of empty cells (",,,") is a record of missing values and stays."""
+    nulls = _all_null(records)
+    if nulls is None:
+        return records, rows
+    blank = _empty_lines(data)
+    blank = nulls & blank if len(blank) == len(nulls) else nulls    # cannot tell: taken as blank
+    return records.filter(pa.array(~blank)), rows[~blank]
 
 
 # ---------------------------------------------------------------------------- a request body
@@ -199,10 +224,7 @@ def decode_csv(data: bytes | str, decoder: Decoder, max_rows: int, id_field: str
         row, why = unreadable(pa.py_buffer(body), exc, names, wanted)
         where = f"Row {row} (line {row + lines})" if row is not None else "A row"
         raise _bad_csv(f"{where} cannot be read as CSV: {why}.") from None
-    rows = np.arange(1, records.num_rows + 1)
-    blank = all_null(records)
-    if blank is not None:
-        records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
+    records, rows = without_blank_lines(body, records, np.arange(1, records.num_rows + 1))
     if not records.num_rows:
         raise _bad_csv("The CSV has a header row but no data rows; send one or more rows.")
     if records.num_rows > max_rows:

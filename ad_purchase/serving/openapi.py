@@ -187,7 +187,8 @@ def _build_spec(features: list[str], max_rows: int, explain_values: Iterable[str
                                                "(coefficient x input); they sum to logit(phat)."}],
                 "description": f"An object gives one result object; an array of 1 to {max_rows} objects gives "
                                "an array of results in the same order. A text/csv body (header row with "
-                               "x0..x99) is scored the same way; send Accept: text/csv for a CSV answer. "
+                               "x0..x99) is scored the same way; send Accept: text/csv for a CSV answer "
+                               "(with explain, contribution_<input> columns follow the answer's). "
                                "One invalid row fails the whole request and the error lists every problem "
                                "(row is the 0-based array index for JSON, the 1-based data line for CSV).",
                 "requestBody": {"required": True, "content": {"application/json": {
@@ -209,7 +210,8 @@ def _build_spec(features: list[str], max_rows: int, explain_values: Iterable[str
                                    if examples_out else {})},
                                 "text/csv": {"schema": {"type": "string"},
                                              "description": "with Accept: text/csv; header row, then one line "
-                                                            "per record"}}},
+                                                            "per record; with explain, a contribution_<input> "
+                                                            "column per input"}}},
                     "400": _problem("Malformed JSON or CSV, a body that is not an object or a non-empty array "
                                     "of objects, or an explain value not listed"),
                     "408": _problem("The request body stopped arriving; the connection is closed"),

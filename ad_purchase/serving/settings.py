@@ -20,7 +20,7 @@ DEFAULT_WORKER = "ad_purchase.serving.worker.SlowClientWorker"
 
 @dataclass(frozen=True)
 class Settings:
-    PORT: int = 1313
+    PORT: int = 1313                             # 0: any free port
     MODEL_DIR: str = str(DEFAULT_MODEL_DIR)
     MAX_BATCH_ROWS: int = MAX_BATCH_ROWS
     MAX_CONTENT_LENGTH: int = 64 * 1024 * 1024   # bytes; a 10,000-row batch is about 20 MB
@@ -67,14 +67,14 @@ class Settings:
 
     def check(self) -> None:
         """Values in range; the first one that is not stops the service."""
-        at_least = {"PORT": 1, "MAX_BATCH_ROWS": 1, "MAX_CONTENT_LENGTH": 1, "BODY_TIMEOUT": 1,
+        at_least = {"PORT": 0, "MAX_BATCH_ROWS": 1, "MAX_CONTENT_LENGTH": 1, "BODY_TIMEOUT": 1,
                     "DRIFT_FLUSH_SECONDS": 0, "WEB_CONCURRENCY": 0, "WORKER_CONNECTIONS": 1, "THREADS": 1,
                     "TIMEOUT": 1, "GRACEFUL_TIMEOUT": 0, "KEEPALIVE": 1, "MAX_REQUESTS": 0, "MAX_REQUESTS_JITTER": 0}
         for name, least in at_least.items():
             if getattr(self, name) < least:
                 _refuse(name, getattr(self, name), f"a whole number of at least {least}")
         if self.PORT > 65535:
-            _refuse("PORT", self.PORT, "a port number from 1 to 65535")
+            _refuse("PORT", self.PORT, "a port number from 0 (any free port) to 65535")
         if self.LOG_LEVEL.upper() not in LOG_LEVELS:
             _refuse("LOG_LEVEL", self.LOG_LEVEL, "one of " + ", ".join(LOG_LEVELS))
         if self.ID_FIELD in FIELDS or not self.ID_FIELD.strip():
