@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
+import os
 import re
 import shutil
 import signal
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +20,7 @@ import pytest
 
 import gunicorn_support
 
-from api_support import example_bytes
+from api_support import ROOT, example_bytes
 
 SINGLE = example_bytes("single")
 KEPT, ADDED, REMOVED = "tok-kept-4a1d", "tok-added-92c0", "tok-removed-0e77"
@@ -110,10 +113,22 @@ def test_a_malformed_token_file_stops_gunicorn_with_one_line(tmp_path):
     assert "Traceback" not in output and "ready: serving" not in output
 
 
+def image_healthcheck(port: int, **settings) -> int:
+    """The exit code of the image's HEALTHCHECK command (from the Dockerfile) run here."""
+    text = (ROOT / "Dockerfile").read_text()
+    command = json.loads(re.search(r"^HEALTHCHECK .*\\\n\s*CMD (\[.*\])$", text, re.M).group(1))
+    assert command[0] == "python"
+    env = {**{k: v for k, v in os.environ.items() if k not in gunicorn_support.SERVICE_VARIABLES},
+           "PORT": str(port), **settings}
+    return subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30).returncode
+
+
 def test_without_a_token_file_the_log_says_the_service_is_open(tmp_path):
     with gunicorn_support.running(tmp_path, workers=1) as server:
         assert predict(server, "anything") == 200
         assert "access control is off" in server.output()
+        assert image_healthcheck(server.port) == 0
+    assert image_healthcheck(server.port) != 0          # the check fails once nothing answers
 
 
 # ------------------------------------------------------------------ TLS
@@ -156,6 +171,8 @@ def test_tls_with_cert_file_and_key_file(tmp_path):
         status, body = https("POST", "/predict", SINGLE, {"Content-Type": "application/json",
                                                           "Authorization": f"Bearer {KEPT}"})
         assert status == 200 and b"phat" in body
+        assert image_healthcheck(server.port, CERT_FILE=cert, KEY_FILE=key) == 0   # the image's check speaks TLS
+        assert image_healthcheck(server.port) != 0                                 # plain HTTP gets no answer
         with pytest.raises((OSError, http.client.HTTPException)):     # plain HTTP gets no answer
             reply = server.get("/health", timeout=5)
             assert reply.status != 200
