@@ -42,9 +42,9 @@ from ..schema import (ABSENT, AMOUNT_MARKS, CATEGORICAL_FIELDS, CATEGORICAL_LEVE
 _FIELD_ORDER = {name: i for i, name in enumerate(FIELDS)}
 _NUMERIC_POSITION = {name: i for i, name in enumerate(NUMERIC_FIELDS)}
 _MISSING = float("nan")
-# An index array: numpy would convert a list of indices again at every assignment.
-_PLAIN_POSITIONS = np.array([_NUMERIC_POSITION[name] for name in PLAIN_FIELDS], dtype=np.intp)
-_FORMATTED_POSITIONS = np.array([_NUMERIC_POSITION[name] for name in FORMATTED_FIELDS], dtype=np.intp)
+# Where each of NUMERIC_FIELDS sits in a record's plain fields followed by its formatted ones.
+_SAMPLE_ORDER = [(*PLAIN_FIELDS, *FORMATTED_FIELDS).index(name) for name in NUMERIC_FIELDS]
+_FIRST_ROW = np.zeros(1, dtype=np.intp)
 
 
 # =========================================================================== per-value rules
@@ -143,6 +143,9 @@ def parse_percent(value: Any) -> float:
 def numeric_parser(field: str):
     """The reader for a numeric field: the amount and the percentage have their own."""
     return {CURRENCY_FIELD: parse_currency, PERCENT_FIELD: parse_percent}.get(field, parse_number)
+
+
+_FORMATTED_READERS = [numeric_parser(name) for name in FORMATTED_FIELDS]
 
 
 _LEVEL_LOOKUP: dict[str, dict[str, str]] = {
@@ -379,6 +382,8 @@ class Decoder:
         self.cap, self.sample = cap, sample
         self._position = {name: i for i, name in enumerate(self.numeric_fields)}
         self._plain_inputs = [name for name in self.numeric_fields if name not in FORMATTED_FIELDS]
+        self._formatted_inputs = [FORMATTED_FIELDS.index(name) for name in self.numeric_fields
+                                  if name in FORMATTED_FIELDS]
 
     def decode(self, raw: Mapping[str, Any], count: int, *, vouched: Mapping[str, np.ndarray | None] | None = None,
                single: bool = False, ids: list | None = None) -> Decoded:
@@ -445,12 +450,11 @@ class Decoder:
         exceed the work on one row.  `sample`: the record's plain fields, when a sample is kept.
         None when anything is unusual: `decode` then reads the record and words the problems."""
         try:
-            amounts = [numeric_parser(name)(value) for name, value in zip(FORMATTED_FIELDS, formatted)]
+            amounts = [read(value) for read, value in zip(_FORMATTED_READERS, formatted)]
         except FieldError:
             return None
-        by_name = dict(zip(FORMATTED_FIELDS, amounts))
         row = [_MISSING if value is None else value for value in plain]
-        row += [by_name[name] for name in self.numeric_fields[len(self._plain_inputs):]]
+        row += [amounts[i] for i in self._formatted_inputs]
         if not all(abs(value) <= MAX_MAGNITUDE for value in row if value == value):   # value == value: not NaN
             return None
         codes = [_COMMON_CODES[name].get(value) for name, value in zip(CATEGORICAL_FIELDS, levels)]
@@ -461,10 +465,9 @@ class Decoder:
                 return None
         picked = drift = None
         if sample is not None and self.sample:
-            picked = np.zeros(1, dtype=np.intp)
-            drift = np.empty((1, len(NUMERIC_FIELDS)))
-            drift[0, _PLAIN_POSITIONS] = sample          # None becomes NaN
-            drift[0, _FORMATTED_POSITIONS] = amounts
+            picked = _FIRST_ROW
+            values = (*sample, *amounts)                    # PLAIN_FIELDS, then FORMATTED_FIELDS
+            drift = np.array([[values[i] for i in _SAMPLE_ORDER]], dtype=float)     # None becomes NaN
         return Columns(1, self.numeric_fields, np.array([row], dtype=float), np.array([codes], dtype=np.int8), True,
                        None if record_id is None else [record_id], picked, drift)
 

@@ -101,4 +101,5 @@ class Settings:
 
 
 def _refuse(name: str, value, allowed: str) -> None:
-    raise SystemExit(f"configuration error: {name}={value!r} is not allowed; expected {allowed}")
+    """Stop the service: the value as the environment spells it, and what is allowed."""
+    raise SystemExit(f"configuration error: {name}={str(value)!r} is not allowed; expected {allowed}")
