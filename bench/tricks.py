@@ -60,8 +60,7 @@ def without_one_record_reading():
         columns = self.decoder.decode(
             {**dict(zip(self._plain_inputs, self._plain_reader.read([record]).T)),
              **{f: [getter(record)] for f, getter in self._text_getters.items()}},
-            1, vouched={f: self._all_plain.read([record])[:, json_codec.PLAIN_FIELDS.index(f)]
-                        for f in self._vouched}, single=True)
+            1, vouched=self._vouched, vouched_sample=self._vouched_reader.read([record]), single=True)
         if columns.total:
             raise json_codec._ReadAsSent
         return columns.columns

@@ -33,7 +33,7 @@ if "DATABASE_URL" not in os.environ:
 
 QUICK_MODULES = {"test_schema.py", "test_parity.py", "test_api.py", "test_api_errors.py", "test_api_csv.py",
                  "test_csv_io.py", "test_synthetic.py", "test_repo_files.py", "test_readme.py", "test_settings.py",
-                 "test_console_script.py"}
+                 "test_console_script.py", "test_auth.py"}
 
 
 def pytest_collection_modifyitems(config, items):

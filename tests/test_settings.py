@@ -30,6 +30,10 @@ def refusal(**environ) -> str:
     ("LOG_LEVEL", "LOUD", "DEBUG, INFO"),
     ("ID_FIELD", "x12", "other than the fields"),
     ("MAX_REQUESTS", "1.5", "a whole number"),
+    ("AUTH_TOKENS_FILE", "/no/such/tokens.txt", "a readable token file"),
+    ("CERT_FILE", "/no/such/cert.pem", "a readable PEM certificate"),
+    ("KEY_FILE", "/no/such/key.pem", "a readable PEM private key"),
+    ("CERT_FILE", str(ROOT / "README.md"), "set together with KEY_FILE"),     # a readable file, but alone
 ])
 def test_a_value_that_does_not_fit_stops_with_one_line_naming_it(name, value, allowed):
     message = refusal(**{name: value})

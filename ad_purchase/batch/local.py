@@ -70,8 +70,7 @@ def score_file(source_path: Path, target_path: Path, model: Model, *, id_column:
     try:
         for batch in read_ahead(iter(source)):
             for records, rows in _slices(batch.records, batch.rows, chunk_rows):
-                decoded = service.batch_decoder.decode(fields_of(records), records.num_rows,
-                                                       vouched=dict.fromkeys(batch.vouched))
+                decoded = service.batch_decoder.decode(fields_of(records), records.num_rows, vouched=batch.vouched)
                 ids = records.column(id_column) if id_column else pa.array(rows, type=pa.int64())
                 if decoded.total:
                     errors = decoded.errors(rows)

@@ -88,6 +88,7 @@ class JsonDecoder:
         self._plain_inputs = [f for f in inputs if f not in FORMATTED_FIELDS]
         self._plain_reader = _FloatReader(self._plain_inputs)
         self._vouched = [f for f in PLAIN_FIELDS if f not in inputs]      # typed by msgspec, not model inputs
+        self._vouched_reader = _FloatReader(self._vouched)
         self._all_plain = _FloatReader(PLAIN_FIELDS)
         self._formatted = operator.attrgetter(*FORMATTED_FIELDS)
         self._levels = operator.attrgetter(*CATEGORICAL_FIELDS)
@@ -120,13 +121,10 @@ class JsonDecoder:
         count = len(records)
         raw: dict[str, Any] = dict(zip(self._plain_inputs, self._plain_reader.read(records).T))
         raw.update((f, list(map(getter, records))) for f, getter in self._text_getters.items())
-        vouched: dict[str, Any] = dict.fromkeys(self._vouched)
+        sample = None
         if self.decoder.sample:
-            picked = sample_rows(count, self.decoder.sample)
-            sample = self._all_plain.read([records[i] for i in picked])
-            vouched = {f: sample[:, PLAIN_FIELDS.index(f)] for f in self._vouched}
-        ids = self._ids(records)
-        decoded = self.decoder.decode(raw, count, vouched=vouched, ids=ids)
+            sample = self._vouched_reader.read([records[i] for i in sample_rows(count, self.decoder.sample)])
+        decoded = self.decoder.decode(raw, count, vouched=self._vouched, vouched_sample=sample, ids=self._ids(records))
         if decoded.total:
             raise _ReadAsSent
         return decoded.columns

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from ..decisions import DecisionLogUnavailable, outcomes, performance
 from ..decisions.store import utcnow
+from .auth import requires
 from .problems import problem
 
 log = logging.getLogger("api")
@@ -56,6 +57,7 @@ def _log_or_problem():
 
 
 @decision_routes.post("/outcomes")
+@requires("outcomes")
 def post_outcomes() -> Response:
     decisions, refused = _log_or_problem()
     if refused:
@@ -96,6 +98,7 @@ def _moment(name: str) -> datetime | None:
 
 
 @decision_routes.get("/model/performance")
+@requires("ops")
 def model_performance() -> Response:
     decisions, refused = _log_or_problem()
     if refused:

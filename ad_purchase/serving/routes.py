@@ -14,6 +14,8 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, Reque
 
 from ..model.artifacts import MODEL_FACTS
 from ..schema import InputError
+from .auth import has_scope, open_route, requires
+from .http_guard import BODY_FRAMING_ERRORS, malformed_body
 from . import decision_routes
 from .problems import HttpProblem, of_input_error, of_kind
 from .service import CSV, JSON
@@ -63,6 +65,8 @@ def request_body(max_length: int, timeout: float) -> bytes:
         except OSError:
             pass
         raise RequestTimeout(f"No part of the request body arrived for {timeout:g} s.") from None
+    except BODY_FRAMING_ERRORS as exc:               # a chunked body gunicorn cannot frame
+        raise malformed_body(exc) from None
     finally:
         if sock is not None:
             sock.settimeout(previous)
@@ -72,6 +76,7 @@ def request_body(max_length: int, timeout: float) -> bytes:
 
 
 @routes.post("/predict")
+@requires("score")
 def predict() -> Response:
     svc = service()
     if request.mimetype not in INPUT_TYPES:
@@ -103,11 +108,13 @@ def predict() -> Response:
 
 
 @routes.get("/health")
+@open_route
 def health() -> Response:
     return _json({"status": "ok"})
 
 
 @routes.get("/ready")
+@open_route
 def ready() -> Response:
     svc = service()
     if svc.model is None:
@@ -120,14 +127,17 @@ def ready() -> Response:
 
 
 @routes.get("/model")
+@requires("ops")
 def model_facts() -> Response:
     svc = service()
     if svc.model is None:
         return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
-    return _json({key: svc.model.metadata[key] for key in MODEL_FACTS})
+    hidden = () if has_scope("ops") else ("library_versions",)   # what an attacker would look up
+    return _json({key: svc.model.metadata[key] for key in MODEL_FACTS if key not in hidden})
 
 
 @routes.get("/model/drift")
+@requires("ops")
 def model_drift() -> Response:
     svc = service()
     if svc.model is None:
@@ -136,6 +146,7 @@ def model_drift() -> Response:
 
 
 @routes.get("/metrics")
+@requires("ops")
 def metrics() -> Response:
     svc = service()
     psi = None

@@ -49,6 +49,10 @@ class Settings:
     MAX_REQUESTS_JITTER: int = 5_000
     WORKER_TMP_DIR: str = tempfile.gettempdir()  # heartbeat files
     PROMETHEUS_MULTIPROC_DIR: str = ""           # set by gunicorn.conf.py: metrics shared by workers
+    # access and TLS
+    AUTH_TOKENS_FILE: str = ""                   # token file (NAME SCOPES SHA256HEX lines); unset: open
+    CERT_FILE: str = ""                          # TLS certificate and key for gunicorn; both or neither
+    KEY_FILE: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping | None = None) -> "Settings":
@@ -96,6 +100,17 @@ class Settings:
                     "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
         if self.DECISION_RETENTION_DAYS < 1:
             _refuse("DECISION_RETENTION_DAYS", self.DECISION_RETENTION_DAYS, "a whole number of days, 1 or more")
+        files = {"AUTH_TOKENS_FILE": "a readable token file (lines NAME SCOPES SHA256HEX), or unset for no access "
+                                     "control",
+                 "CERT_FILE": "a readable PEM certificate, or unset for plain HTTP",
+                 "KEY_FILE": "a readable PEM private key, or unset for plain HTTP"}
+        for name, allowed in files.items():
+            value = getattr(self, name)
+            if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+                _refuse(name, value, allowed)
+        if bool(self.CERT_FILE) != bool(self.KEY_FILE):
+            given, missing = ("CERT_FILE", "KEY_FILE") if self.CERT_FILE else ("KEY_FILE", "CERT_FILE")
+            _refuse(given, getattr(self, given), f"set together with {missing} (TLS needs both files, or neither)")
 
     @property
     def workers(self) -> int:
