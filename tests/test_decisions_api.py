@@ -224,3 +224,35 @@ def test_an_id_scored_twice_over_http_gets_the_outcome_on_its_latest_decision(ap
                                         "LEFT JOIN outcomes o ON o.decision_id = d.id ORDER BY d.id")).all()
     engine.dispose()
     assert [tuple(row) for row in found] == [("first-time", "twice", None), ("second-time", "twice", 1)]
+
+
+def test_with_access_control_the_caller_is_recorded_and_outcomes_need_their_scope(tmp_path):
+    import hashlib
+
+    from sqlalchemy import create_engine, text
+
+    tokens = {"crm": ("score", "tok-crm-0123456789"), "feedback": ("outcomes", "tok-fb-0123456789"),
+              "watch": ("ops", "tok-ops-0123456789")}
+    path = tmp_path / "tokens.txt"
+    path.write_text("".join(f"{name} {scopes} {hashlib.sha256(token.encode()).hexdigest()}\n"
+                            for name, (scopes, token) in tokens.items()))
+    url = f"sqlite:///{tmp_path / 'auth.sqlite3'}"
+    client = make_app(DATABASE_URL=url, AUTH_TOKENS_FILE=str(path)).test_client()
+
+    def bearer(name):
+        return {"Authorization": f"Bearer {tokens[name][1]}"}
+
+    scored = client.post("/predict", data=open("examples/single.json", "rb").read(),
+                         headers={"Content-Type": JSON, "X-Request-ID": "auth-1", **bearer("crm")})
+    assert scored.status_code == 200
+    body = json.dumps([{"request_id": "auth-1", "row": 0, "outcome": 1}])
+    assert_problem(client.post("/outcomes", data=body, headers={"Content-Type": JSON}), 401)
+    assert_problem(client.post("/outcomes", data=body, headers={"Content-Type": JSON, **bearer("crm")}), 403)
+    sent = client.post("/outcomes", data=body, headers={"Content-Type": JSON, **bearer("feedback")})
+    assert sent.status_code == 200 and sent.get_json()["recorded"] == 1
+    assert_problem(client.get("/model/performance", headers=bearer("feedback")), 403)
+    assert client.get("/model/performance", headers=bearer("watch")).get_json()["by_version"][0]["with_outcome"] == 1
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT caller FROM decisions")).scalar() == "crm"
+    engine.dispose()
