@@ -14,9 +14,9 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, Reque
 
 from ..model.artifacts import MODEL_FACTS
 from ..schema import InputError
+from . import decision_routes
 from .auth import has_scope, open_route, requires
 from .http_guard import BODY_FRAMING_ERRORS, malformed_body
-from . import decision_routes
 from .problems import HttpProblem, of_input_error, of_kind
 from .service import CSV, JSON
 
