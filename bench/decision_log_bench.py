@@ -15,6 +15,7 @@ Usage: .venv/bin/python bench/decision_log_bench.py [--seconds 3] [--rounds 3] [
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -101,6 +102,7 @@ def main(argv=None) -> int:
         stop_all_servers()
         if postgres is not None:
             postgres.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
