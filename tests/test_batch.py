@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,11 @@ def test_scores_equal_the_apis_json_answers(model, service, frame, sources, tmp_
     assert (outcome.rows_scored, outcome.rows_set_aside) == (ROWS, 0)
     table = read_answers(out)
     names = table.column_names
-    assert names[0] == "customer" and names[1:] == list(service.encoder.result_fields)
+    assert names[0] == "customer" and names[1:-2] == list(service.encoder.result_fields)
+    assert names[-2:] == ["model_version", "scored_at"]
+    assert set(table.column("model_version").to_pylist()) == {model.version}
+    scored_at = table.column("scored_at").to_pylist()
+    assert len(set(scored_at)) == 1 and datetime.fromisoformat(str(scored_at[0])).tzinfo is not None
     assert table.column("customer").to_pylist() == list(frame["customer"])
     expected = api_answers(service, frame)
     got = table.to_pylist()
@@ -168,7 +173,8 @@ def test_typed_reading_falls_back_to_text_for_the_values_it_cannot_vouch_for(mod
     same = clean[clean.customer != "c02200"].reset_index(drop=True)
     changed = odd_scores.customer.isin(["c02000", "c02100"])
     assert (odd_scores.customer == same.customer).all()
-    assert (odd_scores[~changed].drop(columns="customer").values == same[~changed].drop(columns="customer").values).all()
+    answer = [name for name in same.columns if name not in ("customer", "scored_at")]
+    assert (odd_scores[~changed][answer].values == same[~changed][answer].values).all()
 
 
 def test_a_quoted_line_break_in_a_value_is_one_record(model, frame, tmp_path, monkeypatch):
@@ -210,7 +216,7 @@ def test_a_piece_parsed_in_blocks_is_the_batch_one_block_gives(model, sources, f
         source = tmp_path / "odd.csv"
         odd.to_csv(source, index=False)
     reader = files.Source(source, "customer", inputs=model.numeric_inputs)
-    piece = next(files._pieces(source, 16 << 20, 2))                # the whole file in one piece
+    piece = next(files._pieces(source, 16 << 20))                # the whole file in one piece
     monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 1 << 40)
     whole, whole_typed, _ = reader._read_piece(piece)
     monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 8 * 1024)

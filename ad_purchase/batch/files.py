@@ -120,10 +120,9 @@ class Source:
         done = 0
         pending: collections.deque = collections.deque()
         # Pieces parsed side by side, a thread per core (pyarrow releases the GIL), and each piece
-        # is one batch, with no chunks to join.  At most PIECES_IN_HAND pieces are held, fewer
-        # than _pieces' buffers.
+        # is one batch, with no chunks to join.  At most PIECES_IN_HAND pieces are held.
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(machine_cores(), PIECES_IN_HAND)) as pool:
-            for piece in itertools.chain(_pieces(self.path, CSV_BLOCK_BYTES, PIECES_IN_HAND + 1), [None]):
+            for piece in itertools.chain(_pieces(self.path, CSV_BLOCK_BYTES), [None]):
                 if piece is not None:
                     pending.append((piece, pool.submit(self._read_piece, piece)))
                     if len(pending) < PIECES_IN_HAND:
@@ -208,24 +207,17 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
-def _pieces(path: Path, size: int, slots: int) -> Iterator[pa.Buffer]:
+def _pieces(path: Path, size: int) -> Iterator[pa.Buffer]:
     """The records of a CSV (the header line left out) in pieces of about `size` bytes, each cut
     after a line break that is not inside a quoted value (an even number of quotes before it).
     Each piece is read on its own (a record cut off at its end is read again with the next), so
-    memory holds a few pieces whatever the file's size.
-
-    Pieces are read into `slots` buffers in turn, so a piece's bytes are overwritten `slots`
-    pieces later: the caller may hold at most `slots - 1` earlier pieces (parsing copies what it
-    keeps).  Reusing buffers avoids a fresh allocation, and its page faults, for every piece."""
-    buffers = [bytearray(size) for _ in range(slots)]
+    memory holds a few pieces whatever the file's size."""
     quotes = np.empty(size, dtype=bool)                    # scratch for _last_cut
     with open(path, "rb") as handle:
         start = len(handle.readline())                     # the header, read by Source._names
         end_of_file = os.fstat(handle.fileno()).st_size
-        for turn in itertools.count():
-            if start >= end_of_file:
-                return
-            buffer = buffers[turn % slots]
+        while start < end_of_file:
+            buffer = bytearray(size)
             length = os.preadv(handle.fileno(), [buffer], start)
             while True:
                 if start + length >= end_of_file:
@@ -236,10 +228,8 @@ def _pieces(path: Path, size: int, slots: int) -> Iterator[pa.Buffer]:
                     cut = _last_cut(buffer, length, quotes)
                 if cut != -1:
                     break
-                # One record longer than the buffer: a larger one takes this slot from now on.
-                larger = bytearray(len(buffer) + size)
-                larger[:length] = memoryview(buffer)[:length]
-                buffer = buffers[turn % slots] = larger
+                # One record longer than the piece: read on into a larger buffer.
+                buffer.extend(bytes(size))
                 length += os.preadv(handle.fileno(), [memoryview(buffer)[length:]], start + length)
             yield pa.py_buffer(memoryview(buffer)[:cut + 1])
             start += cut + 1
