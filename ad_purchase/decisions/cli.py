@@ -12,14 +12,13 @@ scratch SQLite file that is removed afterwards.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-from .. import HOME
+from ..serving.settings import Settings
 from . import outcomes, performance, store
 
 LOAD_CHUNK = 50_000          # outcomes per transaction: the service's writers wait at most one chunk
@@ -49,7 +48,7 @@ def _columns(table, names: list[str]) -> dict[str, list]:
 
 
 def _database_url(given: str | None) -> str:
-    return given or os.environ.get("DATABASE_URL") or store.default_url(HOME)
+    return given or Settings.from_env().DATABASE_URL
 
 
 def load_outcomes(path: Path, url: str, id_field: str) -> tuple[outcomes.Applied, outcomes.Outcomes, float]:
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     load = commands.add_parser("load-outcomes", help="load an outcomes file (CSV or Parquet) in bulk")
     load.add_argument("file", type=Path)
     load.add_argument("--database-url")
-    load.add_argument("--id-field", default=os.environ.get("ID_FIELD", "customer_id"))
+    load.add_argument("--id-field", default=Settings.from_env().ID_FIELD)
     show = commands.add_parser("report", help="realized and expected figures per model version")
     show.add_argument("--database-url")
     show.add_argument("--since")
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     judge = commands.add_parser("evaluate", help="a score.py output file against an outcomes file")
     judge.add_argument("scores", type=Path)
     judge.add_argument("outcomes", type=Path)
-    judge.add_argument("--id-column", default=os.environ.get("ID_FIELD", "customer_id"))
+    judge.add_argument("--id-column", default=Settings.from_env().ID_FIELD)
     judge.add_argument("--plot", type=Path)
     judge.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

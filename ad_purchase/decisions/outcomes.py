@@ -27,7 +27,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, Table, Text, case, select, update

@@ -165,13 +165,7 @@ def load(connection, since: datetime | None = None, until: datetime | None = Non
     query = (select(decisions.c.decided_at, decisions.c.model_version, decisions.c.phat,
                     decisions.c.business_outcome, outcomes.c.outcome)
              .select_from(decisions.outerjoin(outcomes, outcomes.c.decision_id == decisions.c.id)))
-    if since is not None:
-        query = query.where(decisions.c.decided_at >= since)
-    if until is not None:
-        query = query.where(decisions.c.decided_at < until)
-    if version is not None:
-        query = query.where(decisions.c.model_version == version)
-    rows = connection.execute(query).all()
+    rows = connection.execute(_window(query, since, until, version)).all()
     return from_rows(rows)
 
 
