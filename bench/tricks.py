@@ -4,7 +4,6 @@ it replaces, on the path it serves, in one run with the two sides' repetitions i
 
   one-record reading  Decoder.decode_record vs the batch decode of a one-element array, on the
                       request path of a single record (decode, predict, observe, encode)
-  CSV text writer     CsvTextWriter vs pyarrow's own CSV writer, on score.py CSV -> CSV
   typed CSV pieces    plain numeric fields converted by the CSV reader vs read as text, on
                       score.py CSV -> CSV
 
@@ -66,16 +65,6 @@ def without_one_record_reading():
         yield
     finally:
         json_codec.JsonDecoder._decode_one = original
-
-
-@contextlib.contextmanager
-def without_text_writer():
-    original = csv_codec.CsvTextWriter.writes
-    csv_codec.CsvTextWriter.writes = staticmethod(lambda schema: False)     # pyarrow's writer instead
-    try:
-        yield
-    finally:
-        csv_codec.CsvTextWriter.writes = original
 
 
 @contextlib.contextmanager
@@ -152,7 +141,6 @@ def main() -> int:
         single = single_record_path(2_000 if args.quick else 10_000)
         results.append(ab("one-record reading", "single-record request", single, without_one_record_reading, rounds))
         batch = file_path(50_000 if args.quick else 200_000, Path(scratch))
-        results.append(ab("CSV text writer", "score.py CSV -> CSV", batch, without_text_writer, rounds))
         results.append(ab("typed CSV pieces", "score.py CSV -> CSV", batch, without_typed_pieces, rounds))
     print()
     print_table(["trick", "path", "saves (CPU)", "saves (wall)", "status"],

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .. import machine_cores
 from ..atomic import Staged
-from ..codecs.csv_codec import CsvTextWriter, HeaderError, first_bad_utf8_line, header_names, read_records, \
+from ..codecs.csv_codec import CSV_WRITE_OPTIONS, HeaderError, first_bad_utf8_line, header_names, read_records, \
     unreadable, without_blank_lines
 from ..core.decoding import check_fields
 from ..schema import FIELDS, PLAIN_FIELDS, InputError, Problem
@@ -263,11 +263,8 @@ class Sink:
         if self._writer is None:
             if self.format == "parquet":
                 self._writer = pq.ParquetWriter(self.temporary, records.schema, compression="zstd")
-            elif CsvTextWriter.writes(records.schema):
-                self._writer = CsvTextWriter(self.temporary, records.schema)
             else:
-                self._writer = pacsv.CSVWriter(self.temporary, records.schema,
-                                               write_options=pacsv.WriteOptions(quoting_header="none"))
+                self._writer = pacsv.CSVWriter(self.temporary, records.schema, write_options=CSV_WRITE_OPTIONS)
         self._writer.write_batch(records)
         self.rows += records.num_rows
 
