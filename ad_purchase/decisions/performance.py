@@ -170,6 +170,7 @@ def load(connection, since: datetime | None = None, until: datetime | None = Non
 
 
 def _window(query, since, until, version):
+    """`query` narrowed to decisions in [since, until) of `version` (each None: no bound)."""
     if since is not None:
         query = query.where(decisions.c.decided_at >= since)
     if until is not None:
@@ -234,13 +235,7 @@ def load_binned(connection, since: datetime | None = None, until: datetime | Non
                     func.count(), func.sum(decisions.c.phat), func.sum(decisions.c.phat * decisions.c.phat))
              .select_from(decisions.outerjoin(outcomes, outcomes.c.decision_id == decisions.c.id))
              .group_by(decisions.c.model_version, bucket, decisions.c.business_outcome, outcomes.c.outcome))
-    if since is not None:
-        query = query.where(decisions.c.decided_at >= since)
-    if until is not None:
-        query = query.where(decisions.c.decided_at < until)
-    if version is not None:
-        query = query.where(decisions.c.model_version == version)
-    return [tuple(row) for row in connection.execute(query)]
+    return [tuple(row) for row in connection.execute(_window(query, since, until, version))]
 
 
 def _binned_auc(bins: np.ndarray, weight_pos: np.ndarray, weight_neg: np.ndarray, self_pairs: float = 0.0):

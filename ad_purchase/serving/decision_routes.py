@@ -6,6 +6,7 @@ so a slow query never stops the worker's other connections.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -49,19 +50,21 @@ def decision_log_unavailable(exc: DecisionLogUnavailable) -> Response:
     return _unavailable(exc.cause)
 
 
-def _log_or_problem():
-    svc = _service()
-    if svc.decisions is None or not svc.decisions.enabled:
-        return None, problem(404, "Not Found", "The decision log is off (DECISION_LOG=off).", "decision-log-off")
-    return svc.decisions, None
+def with_log(view):
+    """A view that needs the decision log: 404 when it is off, else called with the log."""
+    @functools.wraps(view)
+    def guarded() -> Response:
+        svc = _service()
+        if svc.decisions is None or not svc.decisions.enabled:
+            return problem(404, "Not Found", "The decision log is off (DECISION_LOG=off).", "decision-log-off")
+        return view(svc.decisions)
+    return guarded
 
 
 @decision_routes.post("/outcomes")
 @requires("outcomes")
-def post_outcomes() -> Response:
-    decisions, refused = _log_or_problem()
-    if refused:
-        return refused
+@with_log
+def post_outcomes(decisions) -> Response:
     from .routes import request_body          # (routes imports this module)
     settings = _service().settings
     id_field = settings.ID_FIELD
@@ -99,10 +102,8 @@ def _moment(name: str) -> datetime | None:
 
 @decision_routes.get("/model/performance")
 @requires("ops")
-def model_performance() -> Response:
-    decisions, refused = _log_or_problem()
-    if refused:
-        return refused
+@with_log
+def model_performance(decisions) -> Response:
     try:
         since, until = _moment("since"), _moment("until")
     except ValueError:

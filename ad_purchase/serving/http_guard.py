@@ -75,26 +75,27 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, ssl.SSLError):
         return None
     if _gunicorn_errors is None:
-        return 500, "The request could not be processed."
-    e = _gunicorn_errors
-    if isinstance(exc, (e.InvalidResponseHeader, e.InvalidResponseHeaderName)):
-        return 500, "The request could not be processed."
-    if isinstance(exc, e.LimitRequestLine):
-        return 414, "The request line is longer than the server accepts."
-    if isinstance(exc, e.LimitRequestHeaders):
-        return 431, "The request's header fields are larger or more numerous than the server accepts."
-    if isinstance(exc, e.UnsupportedTransferCoding):
-        return 400, ("The request uses a transfer coding the server does not support; only chunked (or a "
-                     "Content-Length) frames a body.")
-    if isinstance(exc, e.ExpectationFailed):
-        return 417, "The request's Expect header cannot be met."
-    if isinstance(exc, e.ForbiddenProxyRequest):
-        return 403, "Request forbidden."
-    if isinstance(exc, e.ConfigurationProblem):
-        return 500, "The request could not be processed."
-    if isinstance(exc, e.ParseException):
-        return 400, f"The request is not valid HTTP/1.1 ({type(exc).__name__})."
-    return 500, "The request could not be processed."
+        return _UNEXPECTED
+    for names, status, detail in _ANSWERS:
+        if isinstance(exc, tuple(getattr(_gunicorn_errors, name) for name in names)):
+            return status, detail.format(kind=type(exc).__name__)
+    return _UNEXPECTED
+
+
+_UNEXPECTED = (500, "The request could not be processed.")
+# gunicorn's exceptions (by name in gunicorn.http.errors), in the order they are tested, with the
+# answer to each; the first that matches answers.
+_ANSWERS = [
+    (("InvalidResponseHeader", "InvalidResponseHeaderName", "ConfigurationProblem"), *_UNEXPECTED),
+    (("LimitRequestLine",), 414, "The request line is longer than the server accepts."),
+    (("LimitRequestHeaders",), 431,
+     "The request's header fields are larger or more numerous than the server accepts."),
+    (("UnsupportedTransferCoding",), 400, "The request uses a transfer coding the server does not support; "
+                                          "only chunked (or a Content-Length) frames a body."),
+    (("ExpectationFailed",), 417, "The request's Expect header cannot be met."),
+    (("ForbiddenProxyRequest",), 403, "Request forbidden."),
+    (("ParseException",), 400, "The request is not valid HTTP/1.1 ({kind})."),
+]
 
 
 def error_answer(status: int, detail: str) -> bytes:

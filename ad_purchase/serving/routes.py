@@ -5,6 +5,7 @@ r"""The HTTP routes.  Each reads the app's Service: /predict is the one request 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 
@@ -126,22 +127,29 @@ def ready() -> Response:
                   "decision_log": decision_log})
 
 
+def with_model(view):
+    """A view that needs the loaded model: 503 without one, else called with the service."""
+    @functools.wraps(view)
+    def guarded() -> Response:
+        svc = service()
+        if svc.model is None:
+            return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
+        return view(svc)
+    return guarded
+
+
 @routes.get("/model")
 @requires("ops")
-def model_facts() -> Response:
-    svc = service()
-    if svc.model is None:
-        return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
+@with_model
+def model_facts(svc) -> Response:
     hidden = () if has_scope("ops") else ("library_versions",)   # what an attacker would look up
     return _json({key: svc.model.metadata[key] for key in MODEL_FACTS if key not in hidden})
 
 
 @routes.get("/model/drift")
 @requires("ops")
-def model_drift() -> Response:
-    svc = service()
-    if svc.model is None:
-        return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
+@with_model
+def model_drift(svc) -> Response:
     return _json(svc.drift.report(svc.metrics.collected()))
 
 
