@@ -156,30 +156,45 @@ def test_typed_parquet_in_and_csv_text_give_the_same_scores(capsys, frame, sourc
                                rtol=0, atol=TOLERANCE)
 
 
-def test_the_executor_function_scores_and_sets_aside_like_the_local_engine(capsys, sources, tmp_path):
-    """score_partition, what every executor runs, called here on Arrow batches directly: a row
-    out per scored record and one per problem, the scores those of the local engine."""
+class Collected:
+    """What an accumulator gathers, in process."""
+
+    def __init__(self):
+        self.value = {}
+
+    def add(self, report):
+        self.value.update(report)
+
+
+def test_the_executor_function_parses_lines_scores_and_sets_aside_like_the_local_engine(capsys, sources, tmp_path):
+    """score_partition, what every executor runs, called here on batches of CSV lines as
+    Spark's text source hands them: the scores those of the local engine, the problems handed
+    back with the counts, a blank line counted as a row but not scored."""
     from ad_purchase.batch import spark as engine
     from ad_purchase.core import PredictionService
     from ad_purchase.model import load_model
 
     local = tmp_path / "local.parquet"
     assert run(capsys, sources["bad"], "-o", local, "--no-progress", "--rejects", tmp_path / "rejects.csv")[0] == 0
-    text = pacsv.read_csv(sources["bad"], convert_options=pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in pacsv.read_csv(sources["bad"]).column_names}))
-    text = text.append_column(engine.ROW, pa.array(range(1, ROWS + 1), type=pa.int64()))
-    schema = engine._output_schema(load_model(MODEL_DIR), None, None)
-    engine._SERVICES["in-process"] = PredictionService(load_model(MODEL_DIR))
+    header, *lines = sources["bad"].read_text().splitlines()
+    lines.insert(200, "")                                  # a blank line: data row 201
+    model = load_model(MODEL_DIR)
+    plan = engine.Plan("in-process", str(MODEL_DIR), True, tuple(header.split(",")), None, {0: 0}, stop=False)
+    schema = engine._score_schema(model, None, None)
+    engine._SERVICES["in-process"] = PredictionService(model)
+    report = Collected()
     try:
-        out = pa.Table.from_batches(list(engine.score_partition(
-            iter(text.to_batches(max_chunksize=100)), "in-process", str(MODEL_DIR), None, schema)), schema)
+        batches = [pa.record_batch([pa.array(lines[i:i + 100])], names=["value"]) for i in range(0, len(lines), 100)]
+        out = pa.Table.from_batches(list(engine.score_partition(iter(batches), plan, schema, report)), schema)
     finally:
         del engine._SERVICES["in-process"]
-    rejects = out.filter(pc.equal(out.column(engine.STATUS), "reject"))
-    assert list(zip(rejects.column(engine.ROW).to_pylist(), rejects.column("field").to_pylist())) == [
-        (8, "x12"), (151, "x5"), (151, "x20"), (390, "x91")]
-    scored = out.filter(pc.equal(out.column(engine.STATUS), "ok"))
+    scored, set_aside, problems, ipc = report.value[0]
+    assert (scored, set_aside, problems) == (ROWS - 3, 3, 4)
+    rejects = pa.ipc.open_stream(ipc).read_all()
+    assert list(zip(rejects.column("row").to_pylist(), rejects.column("field").to_pylist())) == [
+        (8, "x12"), (151, "x5"), (151, "x20"), (391, "x91")]
     expected = pq.read_table(local)
-    assert scored.column(engine.ROW).to_pylist() == expected.column("row").to_pylist()
-    np.testing.assert_allclose(scored.column("phat").to_numpy(), expected.column("phat").to_numpy(),
+    shifted = [r if r <= 200 else r + 1 for r in expected.column("row").to_pylist()]
+    assert out.column("row").to_pylist() == shifted
+    np.testing.assert_allclose(out.column("phat").to_numpy(), expected.column("phat").to_numpy(),
                                rtol=0, atol=TOLERANCE)
