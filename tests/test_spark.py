@@ -198,3 +198,54 @@ def test_the_executor_function_parses_lines_scores_and_sets_aside_like_the_local
     assert out.column("row").to_pylist() == shifted
     np.testing.assert_allclose(out.column("phat").to_numpy(), expected.column("phat").to_numpy(),
                                rtol=0, atol=TOLERANCE)
+
+
+def test_a_typed_value_spark_cannot_prove_is_refused_by_the_core_as_locally(capsys, frame, tmp_path):
+    """Parquet doubles that are not model inputs stay on the JVM when Spark proves them valid;
+    an infinity it cannot prove reaches the decoding core, which refuses it as the local engine
+    does, and the row is set aside."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    values = [float("inf") if i == 4 else (None if i == 9 else float(i)) for i in range(ROWS)]
+    table = table.set_column(table.schema.get_field_index("x0"), "x0", pa.array(values, type=pa.float64()))
+    source = tmp_path / "typed.parquet"
+    pq.write_table(table, source)
+    local_rejects, spark_rejects = tmp_path / "local-rejects.parquet", tmp_path / "spark-rejects"
+    assert run(capsys, source, "-o", tmp_path / "local.parquet", "--no-progress", "--rejects", local_rejects)[0] == 0
+    status, err = run(capsys, *spark_args(source, tmp_path / "spark", "--rejects", spark_rejects))
+    assert status == 0, err
+    assert "set aside 1 row(s)" in err
+    expected = pq.read_table(local_rejects).to_pylist()
+    assert read_parts(spark_rejects).to_pylist() == expected
+    assert [(r["row"], r["field"]) for r in expected] == [(5, "x0")]
+    got, local = by_row(read_parts(tmp_path / "spark")), pq.read_table(tmp_path / "local.parquet")
+    assert got.column("row").to_pylist() == local.column("row").to_pylist()
+    np.testing.assert_allclose(got.column("phat").to_numpy(), local.column("phat").to_numpy(), rtol=0, atol=TOLERANCE)
+
+
+def test_many_rejects_are_written_by_a_pass_of_their_own(capsys, sources, tmp_path, monkeypatch):
+    """More problems than a partition hands back with the job: the rejects are written by a
+    second pass over the input, and come out the same."""
+    from ad_purchase.batch import spark as engine
+    monkeypatch.setattr(engine, "REJECTS_IN_MEMORY", 1)
+    local_rejects, spark_rejects = tmp_path / "local-rejects.parquet", tmp_path / "spark-rejects"
+    assert run(capsys, sources["bad"], "-o", tmp_path / "l.parquet", "--no-progress", "--rejects", local_rejects)[0] == 0
+    status, err = run(capsys, *spark_args(sources["bad"], tmp_path / "spark", "--rejects", spark_rejects))
+    assert status == 0, err
+    assert "set aside 3 row(s)" in err
+    key = lambda r: (r["row"], r["field"])                               # noqa: E731
+    assert sorted(read_parts(spark_rejects).to_pylist(), key=key) == sorted(pq.read_table(local_rejects).to_pylist(), key=key)
+
+
+def test_a_bad_value_with_an_id_column_still_names_its_data_row(capsys, sources, tmp_path):
+    """With an id column the job numbers no rows; a stop numbers them then, to say where."""
+    status, err = run(capsys, *spark_args(sources["bad"], tmp_path / "spark", "--id-column", "customer"))
+    assert status == score.EXIT_INVALID_INPUT
+    assert "line 9 (data row 8), field x12, value '$1.234,56'" in err and "Traceback" not in err
+
+
+def test_a_small_input_gets_a_one_line_note_and_is_still_scored(capsys, sources, tmp_path):
+    status, err = run(capsys, *spark_args(sources["csv"], tmp_path / "spark"))
+    assert status == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "drop --engine spark" in notes[0]
+    assert f"scored {ROWS:,} rows" in err

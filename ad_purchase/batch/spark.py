@@ -28,6 +28,7 @@ PySpark is optional: `pip install pyspark==4.3.0` (it needs a Java 17 runtime).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -58,6 +59,7 @@ from ..schema import FIELDS, PLAIN_FIELDS, SHOWN_ERRORS, InputError, answer_fiel
 from .local import ROW_ID_COLUMN, Stopped, describe
 
 LINE = "value"                  # the one column of Spark's text source
+UNPROVEN = "_unproven"           # typed plain fields of a row Spark could not prove valid (else null)
 STOP_MARK = "ad-purchase-stop:"  # starts the message of an executor that stops the job at a bad value
 # Problems an executor hands back with the job, per partition; beyond that the rejects are
 # written by a second pass over the input instead (memory on the driver stays bounded).
@@ -81,6 +83,8 @@ class Plan:
     offsets: dict[int, int] | None  # rows before each partition; None: numbered within partitions
     stop: bool                     # no rejects: the first bad value stops the job
     emit: str = "scores"           # "scores", or "rejects" (the second pass, when there were many)
+    proven: tuple[str, ...] = ()   # typed plain fields, not model inputs, handed over only as UNPROVEN
+    kept_rejects: int = REJECTS_IN_MEMORY   # problems a partition hands back with the job, at most
 
     @property
     def columns(self) -> list[str]:
@@ -105,7 +109,8 @@ def _records(batch: pa.RecordBatch, plan: Plan, before: int, partition: int
     count = batch.num_rows
     rows = np.arange(before + 1, before + 1 + count, dtype=np.int64)
     if not plan.lines:
-        return batch, rows, frozenset()
+        records = _with_unproven(batch, plan)
+        return records, rows, frozenset(plan.proven) - set(records.schema.names)
     lines = batch.column(0)
     # One buffer of the lines, each ending in a line break, parsed as the local engine parses a
     # piece of a file.  The empty string added last gives the last line its line break.
@@ -126,6 +131,26 @@ def _records(batch: pa.RecordBatch, plan: Plan, before: int, partition: int
     if blank is not None:
         records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
     return records, rows, frozenset(PLAIN_FIELDS) if typed else frozenset()
+
+
+def _with_unproven(batch: pa.RecordBatch, plan: Plan) -> pa.RecordBatch:
+    """A Parquet batch with the proven fields left out where Spark proved every row valid, and
+    as float64 columns, NaN but in the rows it could not prove, where it did not: then the
+    decoding core reads those rows' values and words what is wrong with them."""
+    if not plan.proven:
+        return batch
+    unproven = batch.column(UNPROVEN)
+    batch = batch.drop_columns([UNPROVEN])
+    if unproven.null_count == len(unproven):
+        return batch
+    where = np.flatnonzero(np.asarray(unproven.is_valid().to_numpy(zero_copy_only=False)))
+    values = np.asarray(unproven.filter(unproven.is_valid()).flatten().to_numpy(zero_copy_only=False),
+                        dtype=float).reshape(len(where), len(plan.proven))
+    for position, name in enumerate(plan.proven):
+        column = np.full(batch.num_rows, np.nan)
+        column[where] = values[:, position]
+        batch = batch.append_column(name, pa.array(column, type=pa.float64()))
+    return batch
 
 
 def _stop(message: str, **extra) -> RuntimeError:
@@ -164,7 +189,7 @@ def score_partition(batches: Iterator[pa.RecordBatch], plan: Plan, schema: pa.Sc
                 yield _conform(found, schema)
             elif rejects is not None:
                 rejects.append(found)
-                if sum(b.num_rows for b in rejects) > REJECTS_IN_MEMORY:
+                if sum(b.num_rows for b in rejects) > plan.kept_rejects:
                     rejects = None               # too many to hand back: a second pass writes them
             problems += len(errors)
             set_aside += records.num_rows - decoded.columns.rows
@@ -263,14 +288,17 @@ def _header(spark, source: str) -> str:
     return first[0] if first is not None else ""
 
 
-def _read(spark, source: str, id_column: str | None):
-    """The input as Spark hands it to the executors, and the CSV header's names (if CSV)."""
+def _read(spark, source: str, id_column: str | None, inputs) -> tuple:
+    """The input as Spark hands it to the executors, the CSV header's names (if CSV), whether
+    it is CSV lines, and the typed fields Spark checks (if Parquet)."""
     from pyspark.sql import functions as F
     also = [id_column] if id_column else []
     if _is_parquet(source):
         frame = spark.read.parquet(source)
         _check(frame.columns, f"{source}: the file", also)
-        return frame.select(*FIELDS, *also), (), False
+        frame, proven = _prove(frame, inputs)
+        return frame.select(*[f for f in FIELDS if f not in proven], *also, *([UNPROVEN] if proven else [])), \
+            (), False, proven
     line = _header(spark, source)
     try:
         names = tuple(header_names(line.encode()))
@@ -280,7 +308,27 @@ def _read(spark, source: str, id_column: str | None):
         raise Stopped(f"{source}: the file is empty; it needs a header row naming x0..x99")
     _check(names, f"{source}: the file", also)
     # Each file's header line is not a record (a directory of CSV files has one per file).
-    return spark.read.text(source).filter(F.col(LINE) != line), names, True
+    return spark.read.text(source).filter(F.col(LINE) != line), names, True, ()
+
+
+def _prove(frame, inputs) -> tuple:
+    """The plain fields of a Parquet file that are typed numbers and not model inputs: Spark
+    checks them where it reads them (the schema's rule for a typed number: missing, NaN or
+    finite; an integer always is), the local Parquet reader's proof from column statistics made
+    row by row, so the 88-odd columns need not travel to Python.  A row it cannot prove carries
+    their values in one column, UNPROVEN, for the decoding core to read and refuse."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+    floating, integral = (T.DoubleType, T.FloatType), (T.IntegerType, T.LongType, T.ShortType, T.ByteType)
+    kinds = {f.name: f.dataType for f in frame.schema.fields}
+    proven = tuple(n for n in PLAIN_FIELDS if n not in set(inputs) and isinstance(kinds[n], floating + integral))
+    if not proven:
+        return frame, ()
+    checks = [F.col(n).isNull() | F.isnan(n) | (F.abs(n) < float("inf"))
+              for n in proven if isinstance(kinds[n], floating)]
+    valid = functools.reduce(lambda a, b: a & b, checks) if checks else F.lit(True)
+    unproven = F.when(~valid, F.array(*[F.col(n).cast("double") for n in proven]))
+    return frame.withColumn(UNPROVEN, unproven), proven
 
 
 def _check(names, where: str, also: list[str]) -> None:
@@ -401,9 +449,10 @@ def run(args) -> int:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             shipped = _ship(spark, model_dir.resolve(), Path(scratch))
-            frame, names, lines = _read(spark, args.input, args.id_column)
+            frame, names, lines, proven = _read(spark, args.input, args.id_column, model.numeric_inputs)
             plan = Plan(shipped, str(model_dir.resolve()), lines, names, args.id_column,
-                        None if args.id_column else _offsets(frame), stop=not args.rejects)
+                        None if args.id_column else _offsets(frame), stop=not args.rejects, proven=proven,
+                        kept_rejects=REJECTS_IN_MEMORY)
             outcome = _score(spark, frame, plan, model, args)
     except AnalysisException as exc:
         raise Stopped(f"{args.input}: {str(exc).splitlines()[0]}") from None
