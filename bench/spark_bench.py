@@ -16,8 +16,8 @@ Targets (on the machine's 2 cores):
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,18 +46,45 @@ CASES = {
 }
 
 
+def _tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """Note the CPU seconds so far of `root` and every process under it (the JVM, its Python
+    workers), read from /proc; a process keeps its last reading after it ends."""
+    parents, times = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    for pid in tree & times.keys():
+        seen[pid] = times[pid]
+
+
 def run_score(arguments: list[str]) -> tuple[float, float]:
     """`score.py` in a child process: its wall time and the CPU time of it and everything it
     started (the JVM, the Python workers), which other work on the machine does not inflate."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seen: dict[int, float] = {}
     started = time.perf_counter()
-    done = subprocess.run([str(PYTHON), str(ROOT / "score.py"), *arguments], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([str(PYTHON), str(ROOT / "score.py"), *arguments], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    while child.poll() is None:
+        _tree_cpu(child.pid, seen)
+        time.sleep(0.2)
     seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode:
-        raise RuntimeError(f"score.py {' '.join(arguments)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    stderr = child.stderr.read()
+    if child.returncode:
+        raise RuntimeError(f"score.py {' '.join(arguments)} failed ({child.returncode}):\n{stderr[-3000:]}")
+    return seconds, sum(seen.values())
 
 
 def source(kind: str, rows: int) -> Path:
