@@ -200,15 +200,19 @@ def test_the_executor_function_parses_lines_scores_and_sets_aside_like_the_local
                                rtol=0, atol=TOLERANCE)
 
 
-def test_a_typed_value_spark_cannot_prove_is_refused_by_the_core_as_locally(capsys, frame, tmp_path):
-    """Parquet doubles that are not model inputs stay on the JVM when Spark proves them valid;
-    an infinity it cannot prove reaches the decoding core, which refuses it as the local engine
-    does, and the row is set aside."""
+def test_a_typed_value_the_statistics_cannot_prove_is_refused_by_the_core_as_locally(capsys, frame, tmp_path):
+    """Parquet doubles that are not model inputs are not read when the file's statistics prove
+    them valid; an infinity (no finite maximum) is read and reaches the decoding core, which
+    refuses it as the local engine does, and the row is set aside."""
+    from ad_purchase.batch import spark as engine
+    from ad_purchase.model import load_model
     table = pa.Table.from_pandas(frame, preserve_index=False)
     values = [float("inf") if i == 4 else (None if i == 9 else float(i)) for i in range(ROWS)]
     table = table.set_column(table.schema.get_field_index("x0"), "x0", pa.array(values, type=pa.float64()))
     source = tmp_path / "typed.parquet"
-    pq.write_table(table, source)
+    pq.write_table(table.set_column(table.schema.get_field_index("x1"), "x1", pa.array([1.5] * ROWS)), source)
+    unread = engine._vouched(str(source), load_model(MODEL_DIR).numeric_inputs)
+    assert "x1" in unread and "x0" not in unread
     local_rejects, spark_rejects = tmp_path / "local-rejects.parquet", tmp_path / "spark-rejects"
     assert run(capsys, source, "-o", tmp_path / "local.parquet", "--no-progress", "--rejects", local_rejects)[0] == 0
     status, err = run(capsys, *spark_args(source, tmp_path / "spark", "--rejects", spark_rejects))

@@ -28,7 +28,6 @@ PySpark is optional: `pip install pyspark==4.3.0` (it needs a Java 17 runtime).
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -56,10 +55,10 @@ from ..core import PredictionService
 from ..core.decoding import check_fields, fields_of
 from ..model import artifacts, load_model
 from ..schema import FIELDS, PLAIN_FIELDS, SHOWN_ERRORS, InputError, answer_fields
+from .files import _vouched_by_statistics
 from .local import ROW_ID_COLUMN, Stopped, describe
 
 LINE = "value"                  # the one column of Spark's text source
-UNPROVEN = "_unproven"           # typed plain fields of a row Spark could not prove valid (else null)
 STOP_MARK = "ad-purchase-stop:"  # starts the message of an executor that stops the job at a bad value
 # Problems an executor hands back with the job, per partition; beyond that the rejects are
 # written by a second pass over the input instead (memory on the driver stays bounded).
@@ -68,6 +67,8 @@ REJECTS_IN_MEMORY = 20_000
 # rows in about the time a Spark job takes to start, before its first row.
 SMALL_JOB_ROWS = 1_500_000
 CSV_BYTES_PER_ROW = 1_200
+CODEGEN_MAX_FIELDS = 400
+MAX_SPLIT_BYTES = "1g"
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"     # a local master's JVM: the quick JIT tier only       # the client's rows, as written to CSV (for the estimate above)
 
 _SERVICES: dict[str, PredictionService] = {}   # per executor process: the model, loaded once
@@ -83,8 +84,8 @@ class Plan:
     id_column: str | None
     offsets: dict[int, int] | None  # rows before each partition; None: numbered within partitions
     stop: bool                     # no rejects: the first bad value stops the job
+    vouched: tuple[str, ...] = ()   # Parquet fields its statistics prove valid: not read at all
     emit: str = "scores"           # "scores", or "rejects" (the second pass, when there were many)
-    proven: tuple[str, ...] = ()   # typed plain fields, not model inputs, handed over only as UNPROVEN
     kept_rejects: int = REJECTS_IN_MEMORY   # problems a partition hands back with the job, at most
 
     @property
@@ -110,8 +111,7 @@ def _records(batch: pa.RecordBatch, plan: Plan, before: int, partition: int
     count = batch.num_rows
     rows = np.arange(before + 1, before + 1 + count, dtype=np.int64)
     if not plan.lines:
-        records = _with_unproven(batch, plan)
-        return records, rows, frozenset(plan.proven) - set(records.schema.names)
+        return batch, rows, frozenset(plan.vouched)
     lines = batch.column(0)
     # One buffer of the lines, each ending in a line break, parsed as the local engine parses a
     # piece of a file.  The empty string added last gives the last line its line break.
@@ -132,26 +132,6 @@ def _records(batch: pa.RecordBatch, plan: Plan, before: int, partition: int
     if blank is not None:
         records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
     return records, rows, frozenset(PLAIN_FIELDS) if typed else frozenset()
-
-
-def _with_unproven(batch: pa.RecordBatch, plan: Plan) -> pa.RecordBatch:
-    """A Parquet batch with the proven fields left out where Spark proved every row valid, and
-    as float64 columns, NaN but in the rows it could not prove, where it did not: then the
-    decoding core reads those rows' values and words what is wrong with them."""
-    if not plan.proven:
-        return batch
-    unproven = batch.column(UNPROVEN)
-    batch = batch.drop_columns([UNPROVEN])
-    if unproven.null_count == len(unproven):
-        return batch
-    where = np.flatnonzero(np.asarray(unproven.is_valid().to_numpy(zero_copy_only=False)))
-    values = np.asarray(unproven.filter(unproven.is_valid()).flatten().to_numpy(zero_copy_only=False),
-                        dtype=float).reshape(len(where), len(plan.proven))
-    for position, name in enumerate(plan.proven):
-        column = np.full(batch.num_rows, np.nan)
-        column[where] = values[:, position]
-        batch = batch.append_column(name, pa.array(column, type=pa.float64()))
-    return batch
 
 
 def _stop(message: str, **extra) -> RuntimeError:
@@ -234,6 +214,13 @@ def _session(master: str, quiet_progress: bool):
     from pyspark.sql import SparkSession
     builder = SparkSession.builder.appName("ad-purchase-score").config("spark.ui.enabled", "false")
     builder = builder.config("spark.ui.showConsoleProgress", "false" if quiet_progress else "true")
+    # A row of the input has 100 fields, Spark's default limit for compiling a stage: above it
+    # the Parquet scan and the check of the typed fields ran interpreted, row by row.
+    builder = builder.config("spark.sql.codegen.maxFields", str(CODEGEN_MAX_FIELDS))
+    # Splits of about a core's share of the input (Spark's own rule, without its 128 MB cap): a
+    # Parquet row group goes whole to the split holding its middle, and 128 MB splits of four
+    # row groups gave two cores three tasks, one of them twice as long.
+    builder = builder.config("spark.sql.files.maxPartitionBytes", MAX_SPLIT_BYTES)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:                 # not under spark-submit: we start the JVM
         if master.startswith("local"):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -293,17 +280,16 @@ def _header(spark, source: str) -> str:
     return first[0] if first is not None else ""
 
 
-def _read(spark, source: str, id_column: str | None, inputs) -> tuple:
+def _read(spark, source: str, id_column: str | None, inputs=()) -> tuple:
     """The input as Spark hands it to the executors, the CSV header's names (if CSV), whether
-    it is CSV lines, and the typed fields Spark checks (if Parquet)."""
+    it is CSV lines, and the Parquet fields left unread (proven valid by the files' statistics)."""
     from pyspark.sql import functions as F
     also = [id_column] if id_column else []
     if _is_parquet(source):
         frame = spark.read.parquet(source)
         _check(frame.columns, f"{source}: the file", also)
-        frame, proven = _prove(frame, inputs)
-        return frame.select(*[f for f in FIELDS if f not in proven], *also, *([UNPROVEN] if proven else [])), \
-            (), False, proven
+        vouched = _vouched(source, inputs)
+        return frame.select(*[f for f in FIELDS if f not in vouched], *also), (), False, vouched
     line = _header(spark, source)
     try:
         names = tuple(header_names(line.encode()))
@@ -316,24 +302,24 @@ def _read(spark, source: str, id_column: str | None, inputs) -> tuple:
     return spark.read.text(source).filter(F.col(LINE) != line), names, True, ()
 
 
-def _prove(frame, inputs) -> tuple:
-    """The plain fields of a Parquet file that are typed numbers and not model inputs: Spark
-    checks them where it reads them (the schema's rule for a typed number: missing, NaN or
-    finite; an integer always is), the local Parquet reader's proof from column statistics made
-    row by row, so the 88-odd columns need not travel to Python.  A row it cannot prove carries
-    their values in one column, UNPROVEN, for the decoding core to read and refuse."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-    floating, integral = (T.DoubleType, T.FloatType), (T.IntegerType, T.LongType, T.ShortType, T.ByteType)
-    kinds = {f.name: f.dataType for f in frame.schema.fields}
-    proven = tuple(n for n in PLAIN_FIELDS if n not in set(inputs) and isinstance(kinds[n], floating + integral))
-    if not proven:
-        return frame, ()
-    checks = [F.col(n).isNull() | F.isnan(n) | (F.abs(n) < float("inf"))
-              for n in proven if isinstance(kinds[n], floating)]
-    valid = functools.reduce(lambda a, b: a & b, checks) if checks else F.lit(True)
-    unproven = F.when(~valid, F.array(*[F.col(n).cast("double") for n in proven]))
-    return frame.withColumn(UNPROVEN, unproven), proven
+def _vouched(source: str, inputs) -> tuple[str, ...]:
+    """Plain fields, not model inputs, that every row group's statistics prove valid (the local
+    Parquet reader's proof): Spark need not read them, nor hand them to Python, where each of the
+    hundred columns costs the JVM a conversion per cell.  Local files only (their footers are
+    read here); elsewhere every field is read."""
+    if not _is_local(source):
+        return ()
+    path = _local_path(source)
+    proven = None
+    try:
+        for name in [path] if path.is_file() else sorted(path.glob("*.parquet")):
+            footer = pq.ParquetFile(name)
+            for group in range(footer.metadata.num_row_groups):
+                found = _vouched_by_statistics(footer.schema_arrow, footer.metadata.row_group(group))
+                proven = found if proven is None else proven & found
+    except (OSError, pa.ArrowException):
+        return ()
+    return tuple(sorted((proven or frozenset()) - set(inputs)))
 
 
 def _check(names, where: str, also: list[str]) -> None:
@@ -454,9 +440,9 @@ def run(args) -> int:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             shipped = _ship(spark, model_dir.resolve(), Path(scratch))
-            frame, names, lines, proven = _read(spark, args.input, args.id_column, model.numeric_inputs)
+            frame, names, lines, vouched = _read(spark, args.input, args.id_column, model.numeric_inputs)
             plan = Plan(shipped, str(model_dir.resolve()), lines, names, args.id_column,
-                        None if args.id_column else _offsets(frame), stop=not args.rejects, proven=proven,
+                        None if args.id_column else _offsets(frame), stop=not args.rejects, vouched=vouched,
                         kept_rejects=REJECTS_IN_MEMORY)
             outcome = _score(spark, frame, plan, model, args)
     except AnalysisException as exc:
