@@ -14,7 +14,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PORT=1313 \
-    MODEL_DIR=/app/objs
+    MODEL_DIR=/app/objs \
+    DATABASE_URL=sqlite:////tmp/decisions.sqlite3
 RUN groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
 WORKDIR /app
@@ -25,6 +26,8 @@ COPY examples/ examples/
 COPY objs/ objs/
 USER 10001:10001
 EXPOSE 1313
+# /health over HTTPS when CERT_FILE is set; the certificate names the service, not 127.0.0.1, so
+# it is not checked for this loopback probe.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '1313'), timeout=2)"]
+  CMD ["python", "-c", "import os, ssl, urllib.request; tls = bool(os.environ.get('CERT_FILE')); urllib.request.urlopen('%s://127.0.0.1:%s/health' % ('https' if tls else 'http', os.environ.get('PORT', '1313')), timeout=2, context=ssl._create_unverified_context() if tls else None)"]
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "api:app"]

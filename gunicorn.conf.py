@@ -26,10 +26,14 @@ graceful_timeout = _settings.GRACEFUL_TIMEOUT
 # Seconds an idle kept-alive connection stays open, and the time a client has to send a request's
 # headers (the gevent worker closes the connection after that).
 keepalive = _settings.KEEPALIVE
-# Recycle workers to bound slow leaks, with jitter so they do not restart at once.  Each recycled
-# worker leaves its metric file (about 256 KB) in PROMETHEUS_MULTIPROC_DIR, hence a high count.
+# Recycle workers to bound slow leaks; they take turns at least 10 s apart (worker.py), so they never
+# restart together.  Each recycled worker leaves its metric file (about 256 KB) in
+# PROMETHEUS_MULTIPROC_DIR, hence a high count.
 max_requests = _settings.MAX_REQUESTS
 max_requests_jitter = _settings.MAX_REQUESTS_JITTER
+# TLS for an instance exposed without a proxy in front: both files or neither (checked in Settings).
+certfile = _settings.CERT_FILE or None
+keyfile = _settings.KEY_FILE or None
 accesslog = None                     # the app writes one JSON line per request itself (api.access)
 errorlog = "-"
 control_socket_disable = True       # nothing here uses gunicornc, and $HOME may be read-only
@@ -40,16 +44,26 @@ worker_tmp_dir = _settings.WORKER_TMP_DIR
 _OWN_METRICS_PREFIX = os.path.join(tempfile.gettempdir(), "ad-purchase-metrics-")
 _master = os.getpid()
 _metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", f"{_OWN_METRICS_PREFIX}{_master}")
-shutil.rmtree(_metrics_dir, ignore_errors=True)
-os.makedirs(_metrics_dir, exist_ok=True)
+# Where workers note when one of them last restarted for max_requests (one at a time, see worker.py).
+_recycle_file = os.path.join(worker_tmp_dir, f"ad-purchase-recycle-{_master}")
+# SIGHUP makes gunicorn read this file again in the running master, where the app is already
+# loaded (preload): the live workers' metric files must stay, and the exit hook is registered once.
+_reloading = "api" in sys.modules
+if not _reloading:
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
 
-
-@atexit.register
-def _remove_own_metrics_dir():
-    """The metric files belong to this server only: gone when the master exits, also when it
-    stops before serving (a missing MODEL_DIR).  Workers exit through here too, hence the pid."""
-    if os.getpid() == _master and _metrics_dir.startswith(_OWN_METRICS_PREFIX):
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    @atexit.register
+    def _remove_own_files():
+        """The metric files belong to this server only: gone when the master exits, also when it
+        stops before serving (a missing MODEL_DIR).  Workers exit through here too, hence the pid."""
+        if os.getpid() == _master:
+            if _metrics_dir.startswith(_OWN_METRICS_PREFIX):
+                shutil.rmtree(_metrics_dir, ignore_errors=True)
+            try:
+                os.unlink(_recycle_file)
+            except OSError:
+                pass
 
 
 def when_ready(server):
@@ -62,8 +76,17 @@ def when_ready(server):
 
 def post_fork(server, worker):
     """In the new worker: a stop signal that arrives before the worker sets up its own handling
-    lands in this process's copy of the master's signal queue; the worker looks there."""
+    lands in this process's copy of the master's signal queue; the worker looks there.  The
+    recycle file lets workers take turns restarting."""
     worker.early_signals = server.SIG_QUEUE
+    worker.recycle_file = _recycle_file
+
+
+def on_reload(server):
+    """SIGHUP: read AUTH_TOKENS_FILE again in the master, before gunicorn forks the new workers
+    (they inherit the table; the old ones finish their requests and go)."""
+    from ad_purchase.serving.auth import reload_token_files
+    reload_token_files()
 
 
 def child_exit(server, worker):

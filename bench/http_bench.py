@@ -23,7 +23,10 @@ Ctrl-C.  The script installs nothing: wrk must be on PATH (apt-get install -y wr
 Named http_bench.py, not http.py: a file called http.py next to a script would shadow the
 standard library's http package for it.
 
-Usage: .venv/bin/python bench/http_bench.py [--quick] [--strict] [--seconds 2] [--rounds 6]
+The service runs with its decision log off unless --decision-log sqlite: the targets are set for
+the serving path, and bench/decision_log_bench.py measures what the log adds.
+
+Usage: .venv/bin/python bench/http_bench.py [--quick] [--strict] [--seconds 2] [--rounds 6] [--decision-log off]
 """
 from __future__ import annotations
 
@@ -110,6 +113,14 @@ def run_wrk(url: str, seconds: float, threads: int, connections: int, script: st
 
 
 # ---------------------------------------------------------------------------- steps
+
+def decision_log(mode: str, index: int) -> dict:
+    """Settings for the service's decision log: off, or a SQLite file per server (servers sharing
+    one file would measure their contention for its lock)."""
+    if mode == "off":
+        return {"DECISION_LOG": "off"}
+    return {"DATABASE_URL": f"sqlite:///{RESULTS_DIR}/http-bench-{index}.sqlite3"}
+
 
 def start_pair(label: str, env: dict) -> tuple[Server, Server]:
     logs = RESULTS_DIR / "logs"
@@ -205,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="all", help="comma-separated indexes into the settings (0,1,2,3)")
     parser.add_argument("--quick", action="store_true", help="short runs, to check the script")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--decision-log", choices=("off", "sqlite"), default="off",
+                        help="off (default): the serving path alone, as the targets are set; sqlite: each server "
+                             "records its decisions in a database of its own (bench/decision_log_bench.py "
+                             "measures the log's cost against log-off)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.warmup, args.batch_rounds = 1, 1, 1, 1
@@ -225,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         say(f"starting the service and the pandas app under {len(configs)} settings at once "
             f"(idle servers use no CPU; interleaving makes the settings comparable) ...")
-        pairs = {label: start_pair(label, env) for label, env in configs}
+        pairs = {label: start_pair(label, {**env, **decision_log(args.decision_log, index)})
+                 for index, (label, env) in enumerate(configs)}
         for service, pandas in pairs.values():
             service.wait_ready()
             pandas.wait_ready()

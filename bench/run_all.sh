@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every benchmark and print one combined table (about 10 minutes on 2 cores).
-#   bench/run_all.sh            in-process, HTTP, memory, batch files, then a profile of the hot path
+#   bench/run_all.sh            in-process, HTTP, memory, batch files, speed tricks, then a profile
 #   bench/run_all.sh --quick    short runs, to check that everything works (about 2 minutes)
 # Installs what it needs first: the Python packages in bench/requirements-bench.txt into .venv,
 # and wrk with apt-get when it is not on PATH.  Servers it starts listen on 127.0.0.1 only and
@@ -47,7 +47,7 @@ start=$(date +%s)
 # The batch benchmark adds Spark's local runs when PySpark and Java are there.
 spark=""
 if "$PY" -c "import pyspark" 2>/dev/null && command -v java >/dev/null 2>&1; then spark="--spark"; fi
-for script in inprocess.py http_bench.py memory.py batch_bench.py; do
+for script in inprocess.py http_bench.py memory.py batch_bench.py tricks.py; do
   extra=""; [ "$script" = batch_bench.py ] && extra="$spark"
   echo
   echo "==> bench/$script $quick $extra"

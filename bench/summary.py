@@ -60,6 +60,11 @@ def table_rows() -> list[list[str]]:
                     "-", fmt(r["cpu_s"] * 1000, "ms") if "cpu_s" in r else "-",
                     f"{fmt(r['rows_per_s'], 'int')} rows/s" if "rows_per_s" in r else "-", "-", ratio,
                     fmt(r.get("peak_mb"), ".0f"), "-", "-", r.get("target", ""), r.get("status", "")])
+    tricks = load_results("tricks")
+    for r in (tricks or {}).get("rows", []):
+        out.append(["trick", f"{r['trick']} ({r['path']})", "-", "-", "-", "-", "-", "-",
+                    f"saves {r['share_cpu']:.0%} CPU, {r['share_wall']:.0%} wall", "-", "-", "-",
+                    "saves >= 10% of its path", "ok" if r["share_cpu"] >= 0.10 else "MISSED"])
     return out
 
 

@@ -4,9 +4,6 @@ it replaces, on the path it serves, in one run with the two sides' repetitions i
 
   one-record reading  Decoder.decode_record vs the batch decode of a one-element array, on the
                       request path of a single record (decode, predict, observe, encode)
-  CSV text writer     CsvTextWriter vs pyarrow's own CSV writer, on score.py CSV -> CSV
-  reused buffers      the chunker's few reused buffers vs a fresh buffer per piece, on score.py
-                      CSV -> CSV
   typed CSV pieces    plain numeric fields converted by the CSV reader vs read as text, on
                       score.py CSV -> CSV
 
@@ -28,7 +25,6 @@ from pathlib import Path
 
 from benchlib import MODEL_DIR, SEED, median, print_table, save_results, say, scoring_path
 
-from ad_purchase.batch import files  # noqa: E402
 from ad_purchase.batch.local import score_file  # noqa: E402
 from ad_purchase.codecs import csv_codec, json_codec  # noqa: E402
 from ad_purchase.model import load_model  # noqa: E402
@@ -60,8 +56,7 @@ def without_one_record_reading():
         columns = self.decoder.decode(
             {**dict(zip(self._plain_inputs, self._plain_reader.read([record]).T)),
              **{f: [getter(record)] for f, getter in self._text_getters.items()}},
-            1, vouched={f: self._all_plain.read([record])[:, json_codec.PLAIN_FIELDS.index(f)]
-                        for f in self._vouched}, single=True)
+            1, vouched=self._vouched, vouched_sample=self._vouched_reader.read([record]), single=True)
         if columns.total:
             raise json_codec._ReadAsSent
         return columns.columns
@@ -70,30 +65,6 @@ def without_one_record_reading():
         yield
     finally:
         json_codec.JsonDecoder._decode_one = original
-
-
-@contextlib.contextmanager
-def without_text_writer():
-    original = csv_codec.CsvTextWriter.writes
-    csv_codec.CsvTextWriter.writes = staticmethod(lambda schema: False)     # pyarrow's writer instead
-    try:
-        yield
-    finally:
-        csv_codec.CsvTextWriter.writes = original
-
-
-@contextlib.contextmanager
-def without_reused_buffers():
-    original = files._pieces
-
-    def fresh(path, size, slots):
-        for piece in original(path, size, slots):
-            yield pa.py_buffer(bytes(piece))       # a new buffer for every piece
-    files._pieces = fresh
-    try:
-        yield
-    finally:
-        files._pieces = original
 
 
 @contextlib.contextmanager
@@ -170,8 +141,6 @@ def main() -> int:
         single = single_record_path(2_000 if args.quick else 10_000)
         results.append(ab("one-record reading", "single-record request", single, without_one_record_reading, rounds))
         batch = file_path(50_000 if args.quick else 200_000, Path(scratch))
-        results.append(ab("CSV text writer", "score.py CSV -> CSV", batch, without_text_writer, rounds))
-        results.append(ab("reused buffers", "score.py CSV -> CSV", batch, without_reused_buffers, rounds))
         results.append(ab("typed CSV pieces", "score.py CSV -> CSV", batch, without_typed_pieces, rounds))
     print()
     print_table(["trick", "path", "saves (CPU)", "saves (wall)", "status"],

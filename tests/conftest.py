@@ -5,7 +5,11 @@ existing ones rather than mixing them in.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +18,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # the package and the entry points live at the repository root
     sys.path.insert(0, str(REPO_ROOT))
+# Apps the tests build record their decisions in a database of this run, never in the checkout's.
+if "DATABASE_URL" not in os.environ:
+    _DECISIONS_DIR = tempfile.mkdtemp(prefix="ad-purchase-tests-")
+    atexit.register(shutil.rmtree, _DECISIONS_DIR, ignore_errors=True)
+    os.environ["DATABASE_URL"] = "sqlite:///" + os.path.join(_DECISIONS_DIR, "decisions.sqlite3")
 
 
 # =========================================================================== test tiers
@@ -23,7 +32,8 @@ if str(REPO_ROOT) not in sys.path:  # the package and the entry points live at t
 # minute; CI runs the whole suite.
 
 QUICK_MODULES = {"test_schema.py", "test_parity.py", "test_api.py", "test_api_errors.py", "test_api_csv.py",
-                 "test_csv_io.py", "test_synthetic.py", "test_repo_files.py", "test_readme.py"}
+                 "test_csv_io.py", "test_synthetic.py", "test_repo_files.py", "test_readme.py", "test_settings.py",
+                 "test_console_script.py", "test_auth.py"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -99,3 +109,25 @@ def trained_run(tmp_path_factory, write_synthetic_csv) -> TrainedRun:
 def trained_dir(trained_run) -> Path:
     """The folder holding the artifacts (and report/) of a freshly trained model."""
     return trained_run.out_dir
+
+
+# =========================================================================== database fixtures
+#
+# `postgres` is a real PostgreSQL server (Debian's package) started once per session on a free
+# loopback port with a throwaway data folder; `postgres.new_database()` gives each test an empty
+# database.  Tests that take `database_url` run once on SQLite and once on PostgreSQL.
+
+@pytest.fixture(scope="session")
+def postgres():
+    from postgres_server import PostgresServer
+
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'decisions.sqlite3'}"
+    return request.getfixturevalue("postgres").new_database()

@@ -25,7 +25,8 @@ STOP_SECONDS = 40
 SERVICE_VARIABLES = ("MODEL_DIR", "MAX_BATCH_ROWS", "MAX_CONTENT_LENGTH", "DRIFT_FLUSH_SECONDS", "PORT",
                      "WEB_CONCURRENCY", "THREADS", "WORKER_CLASS", "GRACEFUL_TIMEOUT", "TIMEOUT", "MAX_REQUESTS",
                      "MAX_REQUESTS_JITTER", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS", "LOG_LEVEL",
-                     "BODY_TIMEOUT", "KEEPALIVE", "WORKER_CONNECTIONS")
+                     "BODY_TIMEOUT", "KEEPALIVE", "WORKER_CONNECTIONS", "AUTH_TOKENS_FILE", "CERT_FILE", "KEY_FILE",
+                     "DATABASE_URL", "DECISION_LOG", "DECISION_RETENTION_DAYS", "ID_FIELD", "DATABASE_URL_FILE")
 
 
 def free_port() -> int:
@@ -117,7 +118,8 @@ def rss_kib(pid: int) -> int:
 
 def environment(port: int, metrics_dir: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
-    env.update(PORT=str(port), WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    env.update(PORT=str(port), WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+               DATABASE_URL=f"sqlite:///{metrics_dir.parent / 'decisions.sqlite3'}")
     env.update({k: str(v) for k, v in settings.items()})
     return env
 

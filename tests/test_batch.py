@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,11 @@ def test_scores_equal_the_apis_json_answers(model, service, frame, sources, tmp_
     assert (outcome.rows_scored, outcome.rows_set_aside) == (ROWS, 0)
     table = read_answers(out)
     names = table.column_names
-    assert names[0] == "customer" and names[1:] == list(service.encoder.result_fields)
+    assert names[0] == "customer" and names[1:-2] == list(service.encoder.result_fields)
+    assert names[-2:] == ["model_version", "scored_at"]
+    assert set(table.column("model_version").to_pylist()) == {model.version}
+    scored_at = table.column("scored_at").to_pylist()
+    assert len(set(scored_at)) == 1 and datetime.fromisoformat(str(scored_at[0])).tzinfo is not None
     assert table.column("customer").to_pylist() == list(frame["customer"])
     expected = api_answers(service, frame)
     got = table.to_pylist()
@@ -168,7 +173,8 @@ def test_typed_reading_falls_back_to_text_for_the_values_it_cannot_vouch_for(mod
     same = clean[clean.customer != "c02200"].reset_index(drop=True)
     changed = odd_scores.customer.isin(["c02000", "c02100"])
     assert (odd_scores.customer == same.customer).all()
-    assert (odd_scores[~changed].drop(columns="customer").values == same[~changed].drop(columns="customer").values).all()
+    answer = [name for name in same.columns if name not in ("customer", "scored_at")]
+    assert (odd_scores[~changed][answer].values == same[~changed][answer].values).all()
 
 
 def test_a_quoted_line_break_in_a_value_is_one_record(model, frame, tmp_path, monkeypatch):
@@ -210,7 +216,7 @@ def test_a_piece_parsed_in_blocks_is_the_batch_one_block_gives(model, sources, f
         source = tmp_path / "odd.csv"
         odd.to_csv(source, index=False)
     reader = files.Source(source, "customer", inputs=model.numeric_inputs)
-    piece = next(files._pieces(source, 16 << 20, 2))                # the whole file in one piece
+    piece = next(files._pieces(source, 16 << 20))                # the whole file in one piece
     monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 1 << 40)
     whole, whole_typed, _ = reader._read_piece(piece)
     monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 8 * 1024)
@@ -293,42 +299,13 @@ def test_statistics_vouch_only_for_finite_plain_columns(frame, tmp_path):
 
 # ---------------------------------------------------------------- writing CSV
 
-CELLS = {
-    "digits": st.lists(st.integers(0, 9), min_size=3, max_size=3).map(lambda v: pa.array(v, type=pa.int8())),
-    "ints": st.lists(st.one_of(st.none(), st.integers(0, 20), st.integers(-2**63, 2**63 - 1)),
-                     min_size=3, max_size=3).map(
-        lambda v: pa.array(v, type=pa.int64())),
-    "floats": st.lists(st.one_of(st.none(), st.floats(width=64)), min_size=3, max_size=3).map(
-        lambda v: pa.array(v, type=pa.float64())),
-    "text": st.lists(st.one_of(st.none(), st.text(st.sampled_from(list('ab ,"\n\r\t\u00e9;')), max_size=6)),
-                     min_size=3, max_size=3).map(lambda v: pa.array(v, type=pa.string())),
-}
-
-
-@settings(max_examples=200, deadline=None)
-@given(columns=st.lists(st.sampled_from(sorted(CELLS)).flatmap(lambda kind: CELLS[kind]), min_size=1, max_size=7))
-def test_the_text_writer_writes_what_pyarrows_csv_writer_writes(columns, tmp_path_factory):
-    batch = pa.RecordBatch.from_arrays(columns, names=[f"c{i}" for i in range(len(columns))])
-    folder = tmp_path_factory.mktemp("csv")
-    assert files.CsvTextWriter.writes(batch.schema)
-    ours = files.CsvTextWriter(str(folder / "ours.csv"), batch.schema)
-    theirs = pacsv.CSVWriter(str(folder / "theirs.csv"), batch.schema,
-                             write_options=pacsv.WriteOptions(quoting_header="none"))
-    for part in (batch.slice(0, 1), batch.slice(1)):       # a slice starts inside Arrow's buffers
-        ours.write_batch(part)
-        theirs.write_batch(part)
-    ours.close()
-    theirs.close()
-    assert (folder / "ours.csv").read_bytes() == (folder / "theirs.csv").read_bytes()
-
-
-def test_other_column_types_go_to_pyarrows_writer(tmp_path):
-    batch = pa.RecordBatch.from_arrays([pa.array([True, None]), pa.array([1.5, 2.0])], names=["flag", "phat"])
-    assert not files.CsvTextWriter.writes(batch.schema)
+def test_a_csv_file_holds_any_column_type_as_pyarrows_writer_writes_it(tmp_path):
+    batch = pa.RecordBatch.from_arrays([pa.array([True, None]), pa.array([1.5, 2.0]), pa.array(["a,b", None]),
+                                        pa.array([0, 1], type=pa.int8())], names=["flag", "phat", "note", "x5_monday"])
     sink = files.Sink(tmp_path / "out.csv")
     sink.write(batch)
     sink.commit()
-    assert (tmp_path / "out.csv").read_text() == "flag,phat\ntrue,1.5\n,2\n"
+    assert (tmp_path / "out.csv").read_text() == 'flag,phat,note,x5_monday\ntrue,1.5,"a,b",0\n,2,,1\n'
 
 
 # ---------------------------------------------------------------- the Arrow decoder and the schema
@@ -364,3 +341,15 @@ def test_the_arrow_decoder_reads_text_as_the_json_careful_path_does(values, fiel
             for name in numeric_input_order(inputs):
                 np.testing.assert_array_equal(decoded.columns.column(name)[kept_row], columns.column(name)[0])
             np.testing.assert_array_equal(decoded.columns.codes[kept_row], columns.codes[0])
+
+
+def test_a_row_of_empty_cells_is_scored_and_a_blank_line_is_skipped(model, frame, tmp_path):
+    text = frame.head(3).to_csv(index=False).splitlines()
+    empty_cells = "," * (len(text[0].split(",")) - 1)
+    source = tmp_path / "holes.csv"
+    source.write_text("\n".join([text[0], text[1], "", empty_cells, text[2], "\r", text[3]]) + "\n")
+    out = tmp_path / "scores.csv"
+    outcome = score_file(source, out, model, id_column="customer")
+    assert outcome.rows_scored == 4
+    scored = pacsv.read_csv(out, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    assert scored.column("customer").null_count == 1

@@ -1,5 +1,6 @@
-"""The Swagger UI in a real browser: a person opens /apidocs, tries POST /predict with the bundled
-examples and sees the scores.
+"""The Swagger UI in a real browser: a person opens /apidocs, is refused POST /predict without a
+token, enters one with the Authorize button, tries POST /predict with the bundled examples and
+sees the scores.
 
 The service runs under gunicorn exactly as deployed (its config file, one worker), bound to a
 free loopback port; Chromium is driven by Playwright.  A screenshot of the executed request is
@@ -7,6 +8,7 @@ saved to test-artifacts/swagger_predict.png.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -25,6 +27,7 @@ SCREENSHOT = ARTIFACTS / "swagger_predict.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 UI_TIMEOUT = 60_000     # milliseconds for the page to render or answer
+TOKEN = "tok-browser-scorer-5d9e"
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is not installed (Debian package 'chromium')", allow_module_level=True)
@@ -34,8 +37,12 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the 'playwright' p
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """The service under gunicorn on a free loopback port, started as in production."""
-    with gunicorn_support.running(tmp_path_factory.mktemp("gunicorn"), workers=1) as server:
+    """The service under gunicorn on a free loopback port, started as in production, with a
+    token file holding one caller with the score scope."""
+    folder = tmp_path_factory.mktemp("gunicorn")
+    tokens = folder / "tokens.txt"
+    tokens.write_text(f"browser score {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    with gunicorn_support.running(folder, workers=1, AUTH_TOKENS_FILE=tokens) as server:
         yield server.base
 
 
@@ -70,7 +77,7 @@ def assert_close(results: list[dict], expected: list[dict]) -> None:
             assert math.isclose(got[key], want[key], rel_tol=0, abs_tol=1e-9), (key, got[key], want[key])
 
 
-def execute_example(operation, example: str) -> tuple[str, str]:
+def execute_example(operation, example: str, expected_status: str = "200") -> tuple[str, str]:
     """Choose a request-body example, press Execute; the status and body the page then shows."""
     operation.locator(".opblock-section-request-body select.examples-select-element").select_option(example)
     body_editor = operation.locator(".opblock-section-request-body textarea.body-param__text")
@@ -83,10 +90,22 @@ def execute_example(operation, example: str) -> tuple[str, str]:
         sync_api.expect(responses).to_have_count(0, timeout=UI_TIMEOUT)
     operation.locator("button.execute").click()
     status = responses.locator("tbody .response-col_status").first
-    sync_api.expect(status).to_have_text("200", timeout=UI_TIMEOUT)
+    sync_api.expect(status).to_have_text(expected_status, timeout=UI_TIMEOUT)
     body = responses.locator(".response-col_description pre").first
-    sync_api.expect(body).to_contain_text("phat", timeout=UI_TIMEOUT)
+    sync_api.expect(body).to_contain_text("phat" if expected_status == "200" else "status", timeout=UI_TIMEOUT)
     return status.inner_text().strip(), body.inner_text()
+
+
+def authorize(page, token: str) -> None:
+    """Swagger UI's Authorize button: enter the bearer token, authorize, close the dialog."""
+    page.locator(".auth-wrapper button.authorize").click()
+    dialog = page.locator(".dialog-ux .modal-ux")
+    sync_api.expect(dialog).to_be_visible(timeout=UI_TIMEOUT)
+    dialog.locator("input").first.fill(token)
+    dialog.locator(".auth-btn-wrapper button.authorize").click()
+    sync_api.expect(dialog.locator(".auth-btn-wrapper button.authorize")).to_have_count(0, timeout=UI_TIMEOUT)
+    dialog.locator(".auth-btn-wrapper button.btn-done").click()
+    sync_api.expect(dialog).to_have_count(0, timeout=UI_TIMEOUT)
 
 
 def test_swagger_ui_executes_the_predict_examples(service, browser, expected):
@@ -99,6 +118,10 @@ def test_swagger_ui_executes_the_predict_examples(service, browser, expected):
         operation = page.locator(".opblock-post").filter(has=page.locator('[data-path="/predict"]'))
         operation.get_by_role("button", name="Try it out").click()
         sync_api.expect(operation.locator("button.execute")).to_be_visible(timeout=UI_TIMEOUT)
+
+        status, body = execute_example(operation, "single", "401")     # no token yet
+        assert json.loads(body)["title"] == "Unauthorized"
+        authorize(page, TOKEN)
 
         status, body = execute_example(operation, "batch")
         assert status == "200"

@@ -418,3 +418,21 @@ def test_an_empty_score_set_writes_only_the_header(model, frame):
     scores = model.score(decode_csv(frame.head(2).to_csv(index=False), Decoder(model.numeric_inputs), 10))
     empty = Scores(scores.names, scores.inputs[:0], scores.phat[:0], scores.outcome[:0])
     assert encode_csv(empty).decode() == ",".join(JsonEncoder(model.plan.names).result_fields) + "\n"
+
+
+def test_a_row_of_empty_cells_is_a_record_of_missing_values_and_a_blank_line_is_not(model, frame):
+    """",,,...": every field missing, which the model scores from the training means; an empty line
+    between records is skipped but counted in the row numbers."""
+    records = synthetic.to_records(frame.head(2))
+    lines = csv_text(records).split("\n")
+    empty_cells = "," * (len(FIELDS) - 1)
+    text = "\n".join([lines[0], lines[1], empty_cells, "", '"",' + empty_cells[1:], lines[2], ""])
+    batch = decode_csv(text, Decoder(model.numeric_inputs), 10)
+    assert batch.rows == 4
+    assert np.isnan(batch.numeric[1]).all() and np.isnan(batch.numeric[2]).all()
+    assert (batch.codes[1] == -1).all()
+    records[1]["x12"] = "twelve"
+    lines = csv_text(records).split("\n")
+    with pytest.raises(InputError) as caught:
+        decode_csv("\n".join([lines[0], lines[1], empty_cells, "", lines[2]]), Decoder(model.numeric_inputs), 10)
+    assert [(e["row"], e["field"]) for e in caught.value.errors] == [(4, "x12")]

@@ -310,8 +310,10 @@ def test_deployment_is_hardened(base_docs):
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"] and not security["capabilities"].get("add")
     assert security["seccompProfile"]["type"] == "RuntimeDefault"
-    # Writable paths are emptyDirs: /tmp, and a memory-backed one for gunicorn's heartbeats.
-    mounts = {mount["mountPath"]: by_name(spec["volumes"], mount["name"]) for mount in container["volumeMounts"]}
+    # Writable paths are emptyDirs: /tmp, and a memory-backed one for gunicorn's heartbeats; the
+    # rest (the token file) is mounted read-only.
+    mounts = {mount["mountPath"]: by_name(spec["volumes"], mount["name"]) for mount in container["volumeMounts"]
+              if not mount.get("readOnly")}
     assert "/tmp" in mounts and all("emptyDir" in volume for volume in mounts.values())
     assert all(volume["emptyDir"].get("sizeLimit") for volume in mounts.values())
     env = {item["name"]: item.get("value") for item in container["env"]}
@@ -405,6 +407,49 @@ def test_disruption_budget_and_network_policy_select_the_pods(base_docs):
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     ports = [port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]]
     assert CONTAINER_PORT in ports
+
+
+def test_the_token_file_comes_from_a_secret_mounted_read_only(base_docs):
+    _, pod, container = _deployment_parts(base_docs)
+    env = {item["name"]: item for item in container["env"]}
+    path = env["AUTH_TOKENS_FILE"]["value"]
+    assert "valueFrom" not in env["AUTH_TOKENS_FILE"]            # a file, not a secret in the environment
+    [mount] = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mount["readOnly"] is True and "subPath" not in mount   # subPath mounts never see an edited Secret
+    secret = by_name(pod["spec"]["volumes"], mount["name"])["secret"]
+    assert secret["secretName"] == "ad-purchase-api-tokens" and not secret.get("optional")
+    assert {item["path"] for item in secret["items"]} == {path.rsplit("/", 1)[1]}
+    assert secret["defaultMode"] & 0o007 == 0                     # not readable by others
+
+
+def test_only_the_ingress_and_monitoring_namespaces_may_connect(base_docs, overlay_docs):
+    for docs, expected in ((base_docs, {"ingress", "monitoring"}), (overlay_docs, {"ingress-nginx", "monitoring"})):
+        policy = by_kind(docs, "NetworkPolicy")
+        [rule] = policy["spec"]["ingress"]
+        names = set()
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector"}, peer     # no ipBlock, no pods of any namespace
+            labels = peer["namespaceSelector"]["matchLabels"]   # never {} (every namespace)
+            assert set(labels) == {"kubernetes.io/metadata.name"} and not peer["namespaceSelector"].get(
+                "matchExpressions")
+            names.add(labels["kubernetes.io/metadata.name"])
+        assert names == expected
+        assert [port["port"] for port in rule["ports"]] == [CONTAINER_PORT]
+        # Out: nothing from the base; the overlay's pods reach the decision database and DNS only.
+        egress = policy["spec"]["egress"]
+        assert all(set(rule) == {"ports"} for rule in egress), egress
+        ports = sorted((port["protocol"], port["port"]) for rule in egress for port in rule["ports"])
+        assert ports == ([] if docs is base_docs else [("TCP", 53), ("TCP", 5432), ("UDP", 53)])
+
+
+def test_the_prometheus_example_scrapes_with_a_token_from_a_file():
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "scrape-config.yaml").read_text())
+    jobs = config["scrape_configs"]
+    assert jobs and all(job["metrics_path"] == "/metrics" for job in jobs)
+    for job in jobs:
+        auth = job["authorization"]
+        assert auth["type"] == "Bearer" and auth["credentials_file"].startswith("/")
+        assert "credentials" not in auth and "bearer_token" not in job
 
 
 def test_every_namespaced_resource_is_in_the_service_namespace(base_docs):

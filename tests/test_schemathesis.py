@@ -4,13 +4,17 @@ Schemathesis reads /apispec.json from the app (through WSGI, no network), genera
 every documented operation from it, valid ones and ones the schema says are invalid, and runs
 every check it has: never a 5xx, status codes, content types, headers and bodies as documented,
 every request the document calls valid accepted and every one it calls invalid refused, and
-methods the document does not list refused.  Settings shared with a by-hand run are in
+methods the document does not list refused.  Access control is on, as in production: every
+request carries a bearer token holding every scope, and the authentication checks confirm that a
+protected operation refuses a request without it.  Settings shared with a by-hand run are in
 schemathesis.toml beside this file.  Generation is deterministic (fixed seed, derandomized) and
 bounded per operation.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -43,6 +47,8 @@ ALL_CHECKS = CHECKS.get_all()          # what `--checks all` runs
 PAGE_ENDPOINTS = {"static", "swagger_assets"}
 
 SHARED = tomllib.loads((Path(__file__).with_name("schemathesis.toml")).read_text())
+TOKEN = "tok-schemathesis-every-scope"
+SENT_TOKEN = TOKEN                     # what the requests carry (a test of the harness may change it)
 CONFIG = schemathesis.Config.from_dict({
     **SHARED,
     "seed": SEED,
@@ -52,8 +58,22 @@ CONFIG = schemathesis.Config.from_dict({
     "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
 })
 
-APP = create_app({"MODEL_DIR": str(MODEL_DIR)})
+_TOKENS = Path(tempfile.mkdtemp(prefix="schemathesis-tokens-")) / "tokens.txt"
+_TOKENS.write_text(f"schemathesis score,outcomes,ops {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+APP = create_app({"MODEL_DIR": str(MODEL_DIR), "AUTH_TOKENS_FILE": str(_TOKENS)})
 SCHEMA = schemathesis.openapi.from_wsgi("/apispec.json", APP, config=CONFIG)
+
+
+@SCHEMA.auth()
+class BearerToken:
+    """The token for the document's bearer scheme: put on every generated request; schemathesis
+    leaves it out where it checks that an operation refuses a request without it."""
+
+    def get(self, case, context):
+        return SENT_TOKEN
+
+    def set(self, case, data, context):
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
 def documented_operations() -> set[tuple[str, str]]:
@@ -78,13 +98,21 @@ def test_the_document_is_openapi_3_with_the_request_examples():
 @settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 def test_every_response_matches_the_document(case):
-    case.call_and_validate(checks=ALL_CHECKS)
+    response = case.call_and_validate(checks=ALL_CHECKS)
+    if (case.headers or {}).get("Authorization") == f"Bearer {SENT_TOKEN}":   # it holds every scope
+        assert response.status_code not in (401, 403), response.text[:300]
 
 
 def test_every_check_schemathesis_has_runs():
     names = {check.__name__ for check in ALL_CHECKS}
     assert {"negative_data_rejection", "positive_data_acceptance", "unsupported_method",
-            "missing_required_header", "response_headers_conformance"} <= names
+            "missing_required_header", "response_headers_conformance", "ignored_auth"} <= names
+
+
+def test_the_document_declares_the_bearer_scheme():
+    raw = APP.test_client().get("/apispec.json").get_json()
+    assert raw["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert raw["paths"]["/predict"]["post"]["security"] == [{"bearerAuth": []}]
 
 
 def test_the_checks_catch_a_response_that_breaks_its_document():

@@ -81,7 +81,8 @@ def test_scores_equal_the_local_engines(capsys, sources, tmp_path):
     assert got.column_names == expected.column_names
     assert got.column("row").to_pylist() == list(range(1, ROWS + 1))
     assert got.column("business_outcome").to_pylist() == expected.column("business_outcome").to_pylist()
-    for name in expected.column_names[2:]:
+    assert got.column("model_version").to_pylist() == expected.column("model_version").to_pylist()
+    for name in expected.column_names[2:-2]:
         np.testing.assert_allclose(got.column(name).to_numpy(), expected.column(name).to_numpy(),
                                    rtol=0, atol=TOLERANCE, err_msg=name)
 
@@ -179,7 +180,8 @@ def test_the_executor_function_parses_lines_scores_and_sets_aside_like_the_local
     header, *lines = sources["bad"].read_text().splitlines()
     lines.insert(200, "")                                  # a blank line: data row 201
     model = load_model(MODEL_DIR)
-    plan = engine.Plan("in-process", str(MODEL_DIR), True, tuple(header.split(",")), None, {0: 0}, stop=False)
+    plan = engine.Plan("in-process", str(MODEL_DIR), True, tuple(header.split(",")), None, {0: 0}, stop=False,
+                       stamp=(("model_version", "v1"), ("scored_at", "now")))
     schema = engine._score_schema(model, None, None)
     engine._SERVICES["in-process"] = PredictionService(model)
     report = Collected()
@@ -253,3 +255,43 @@ def test_a_small_input_gets_a_one_line_note_and_is_still_scored(capsys, sources,
     notes = [line for line in err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "drop --engine spark" in notes[0]
     assert f"scored {ROWS:,} rows" in err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_hostile_cells_are_set_aside_and_scored_as_a_json_request_reads_them(capsys, tmp_path, suffix):
+    """The same unusual and hostile cells as tests/test_one_core.py, through a Spark job: each row
+    is refused (same field, same message) or scored (same phat to 1e-12) as a JSON request alone
+    reads it."""
+    import json
+
+    from ad_purchase.codecs import JsonDecoder
+    from ad_purchase.core import PredictionService
+    from ad_purchase.model import load_model
+    from ad_purchase.schema import InputError
+    from test_one_core import CELLS, cell_records, csv_text
+
+    records = cell_records()
+    source = tmp_path / f"cells{suffix}"
+    if suffix == ".csv":
+        source.write_text(csv_text(records))
+    else:
+        pq.write_table(pa.Table.from_pylist(records), source)
+    status, err = run(capsys, *spark_args(source, tmp_path / "out", "--rejects", tmp_path / "rejects"))
+    assert status == 0, err
+    refused: dict[int, list] = {}
+    for line in read_parts(tmp_path / "rejects").to_pylist():
+        refused.setdefault(line["row"] - 1, []).append((line["field"], line["message"]))
+    scored = dict(zip([r - 1 for r in read_parts(tmp_path / "out").column("row").to_pylist()],
+                      read_parts(tmp_path / "out").column("phat").to_pylist()))
+    service = PredictionService(load_model(MODEL_DIR))
+    decoder = JsonDecoder(service.request_decoder, 10)
+    for index, ((field, cell), record) in enumerate(zip(CELLS, records)):
+        try:
+            phat = float(service.predict(decoder.decode(json.dumps(record).encode())).scores.phat[0])
+        except InputError as exc:
+            assert sorted(refused.get(index, [])) == sorted((e["field"], e["message"]) for e in exc.errors), \
+                (field, cell)
+            assert index not in scored
+            continue
+        assert index not in refused, (field, cell, refused.get(index))
+        assert abs(scored[index] - phat) <= TOLERANCE, (field, cell)

@@ -19,14 +19,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .. import machine_cores
 from ..atomic import Staged
-from ..codecs.csv_codec import CsvTextWriter, HeaderError, all_null, first_bad_utf8_line, header_names, \
-    read_records, unreadable
+from ..codecs.csv_codec import CSV_WRITE_OPTIONS, HeaderError, first_bad_utf8_line, header_names, read_records, \
+    unreadable, without_blank_lines
 from ..core.decoding import check_fields
 from ..schema import FIELDS, PLAIN_FIELDS, InputError, Problem
 
@@ -121,10 +120,9 @@ class Source:
         done = 0
         pending: collections.deque = collections.deque()
         # Pieces parsed side by side, a thread per core (pyarrow releases the GIL), and each piece
-        # is one batch, with no chunks to join.  At most PIECES_IN_HAND pieces are held, fewer
-        # than _pieces' buffers.
+        # is one batch, with no chunks to join.  At most PIECES_IN_HAND pieces are held.
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(machine_cores(), PIECES_IN_HAND)) as pool:
-            for piece in itertools.chain(_pieces(self.path, CSV_BLOCK_BYTES, PIECES_IN_HAND + 1), [None]):
+            for piece in itertools.chain(_pieces(self.path, CSV_BLOCK_BYTES), [None]):
                 if piece is not None:
                     pending.append((piece, pool.submit(self._read_piece, piece)))
                     if len(pending) < PIECES_IN_HAND:
@@ -136,11 +134,9 @@ class Source:
                         raise InputError(Problem.MALFORMED_CSV, self._csv_problem(data, error, done))
                     rows = np.arange(done + 1, done + 1 + records.num_rows, dtype=np.int64)
                     done += records.num_rows
-                    # A blank line is a record of nulls only: skipped, but counted, so that a data
-                    # row's number stays its line in the file less the header.
-                    blank = all_null(records)
-                    if blank is not None:
-                        records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
+                    # A blank line is skipped, but counted, so that a data row's number stays its
+                    # line in the file less the header.
+                    records, rows = without_blank_lines(data, records, rows)
                     if records.num_rows:
                         yield Batch(records, rows, _TYPED_PLAIN if typed else frozenset())
 
@@ -211,24 +207,17 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
-def _pieces(path: Path, size: int, slots: int) -> Iterator[pa.Buffer]:
+def _pieces(path: Path, size: int) -> Iterator[pa.Buffer]:
     """The records of a CSV (the header line left out) in pieces of about `size` bytes, each cut
     after a line break that is not inside a quoted value (an even number of quotes before it).
     Each piece is read on its own (a record cut off at its end is read again with the next), so
-    memory holds a few pieces whatever the file's size.
-
-    Pieces are read into `slots` buffers in turn, so a piece's bytes are overwritten `slots`
-    pieces later: the caller may hold at most `slots - 1` earlier pieces (parsing copies what it
-    keeps).  Reusing buffers avoids a fresh allocation, and its page faults, for every piece."""
-    buffers = [bytearray(size) for _ in range(slots)]
+    memory holds a few pieces whatever the file's size."""
     quotes = np.empty(size, dtype=bool)                    # scratch for _last_cut
     with open(path, "rb") as handle:
         start = len(handle.readline())                     # the header, read by Source._names
         end_of_file = os.fstat(handle.fileno()).st_size
-        for turn in itertools.count():
-            if start >= end_of_file:
-                return
-            buffer = buffers[turn % slots]
+        while start < end_of_file:
+            buffer = bytearray(size)
             length = os.preadv(handle.fileno(), [buffer], start)
             while True:
                 if start + length >= end_of_file:
@@ -239,10 +228,8 @@ def _pieces(path: Path, size: int, slots: int) -> Iterator[pa.Buffer]:
                     cut = _last_cut(buffer, length, quotes)
                 if cut != -1:
                     break
-                # One record longer than the buffer: a larger one takes this slot from now on.
-                larger = bytearray(len(buffer) + size)
-                larger[:length] = memoryview(buffer)[:length]
-                buffer = buffers[turn % slots] = larger
+                # One record longer than the piece: read on into a larger buffer.
+                buffer.extend(bytes(size))
                 length += os.preadv(handle.fileno(), [memoryview(buffer)[length:]], start + length)
             yield pa.py_buffer(memoryview(buffer)[:cut + 1])
             start += cut + 1
@@ -276,11 +263,8 @@ class Sink:
         if self._writer is None:
             if self.format == "parquet":
                 self._writer = pq.ParquetWriter(self.temporary, records.schema, compression="zstd")
-            elif CsvTextWriter.writes(records.schema):
-                self._writer = CsvTextWriter(self.temporary, records.schema)
             else:
-                self._writer = pacsv.CSVWriter(self.temporary, records.schema,
-                                               write_options=pacsv.WriteOptions(quoting_header="none"))
+                self._writer = pacsv.CSVWriter(self.temporary, records.schema, write_options=CSV_WRITE_OPTIONS)
         self._writer.write_batch(records)
         self.rows += records.num_rows
 

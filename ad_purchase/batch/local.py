@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,14 @@ from ..schema import SHOWN_ERRORS, InputError
 from .files import Sink, Source, WriteBehind, read_ahead
 
 ROW_ID_COLUMN = "row"          # the id column when the file has none: the 1-based data row
+# Every output row says which model scored it and when: a scored file is a record of decisions.
+VERSION_COLUMN, SCORED_AT_COLUMN = "model_version", "scored_at"
+
+
+def run_stamp(model: Model) -> dict[str, str]:
+    """The model version and the run's start (UTC, ISO 8601) that every output row carries."""
+    return {VERSION_COLUMN: model.version,
+            SCORED_AT_COLUMN: datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 class Stopped(Exception):
@@ -62,6 +71,7 @@ def score_file(source_path: Path, target_path: Path, model: Model, *, id_column:
     except InputError as exc:
         raise Stopped(exc.detail) from None
     service = PredictionService(model)
+    stamp = run_stamp(model)
     id_name = id_column or ROW_ID_COLUMN
     sink = Sink(target_path)
     rejects = Sink(rejects_path) if rejects_path is not None else None
@@ -70,8 +80,7 @@ def score_file(source_path: Path, target_path: Path, model: Model, *, id_column:
     try:
         for batch in read_ahead(iter(source)):
             for records, rows in _slices(batch.records, batch.rows, chunk_rows):
-                decoded = service.batch_decoder.decode(fields_of(records), records.num_rows,
-                                                       vouched=dict.fromkeys(batch.vouched))
+                decoded = service.batch_decoder.decode(fields_of(records), records.num_rows, vouched=batch.vouched)
                 ids = records.column(id_column) if id_column else pa.array(rows, type=pa.int64())
                 if decoded.total:
                     errors = decoded.errors(rows)
@@ -84,14 +93,14 @@ def score_file(source_path: Path, target_path: Path, model: Model, *, id_column:
                     ids = ids.filter(pa.array(decoded.kept))
                 if decoded.columns.rows:
                     scores = service.predict(decoded.columns).scores
-                    writer.write(encode(scores, ids, id_name, for_csv=sink.format == "csv"))
+                    writer.write(encode(scores, ids, id_name, for_csv=sink.format == "csv", stamp=stamp))
                 scored += decoded.columns.rows
                 progress(records.num_rows)
         writer.close()
         if not scored and not set_aside:
             raise Stopped(f"{source_path}: the file has a header row but no data rows")
         if not sink.rows:                            # every row set aside: the columns all the same
-            sink.write_empty(encode(_no_scores(model), pa.array([], type=pa.int64()), id_name).schema)
+            sink.write_empty(encode(_no_scores(model), pa.array([], type=pa.int64()), id_name, stamp=stamp).schema)
         if rejects is not None and not rejects.rows:
             rejects.write_empty(encode_rejects([], {}, id_name).schema)
         sink.commit()

@@ -52,13 +52,13 @@ import pyarrow.parquet as pq
 from .. import HOME
 from ..atomic import Staged
 from ..codecs.arrow_codec import encode, encode_rejects
-from ..codecs.csv_codec import all_null, header_names, read_records, unreadable
+from ..codecs.csv_codec import header_names, read_records, unreadable, without_blank_lines
 from ..core import PredictionService
 from ..core.decoding import check_fields, fields_of
 from ..model import artifacts, load_model
 from ..schema import FIELDS, PLAIN_FIELDS, SHOWN_ERRORS, InputError, answer_fields
 from .files import _vouched_by_statistics
-from .local import ROW_ID_COLUMN, Stopped, describe
+from .local import ROW_ID_COLUMN, SCORED_AT_COLUMN, VERSION_COLUMN, Stopped, describe, run_stamp
 
 LINE = "value"                  # the one column of Spark's text source
 STOP_MARK = "ad-purchase-stop:"  # starts the message of an executor that stops the job at a bad value
@@ -87,6 +87,7 @@ class Plan:
     offsets: dict[int, int] | None  # rows before each partition; None: numbered within partitions
     stop: bool                     # no rejects: the first bad value stops the job
     vouched: tuple[str, ...] = ()   # Parquet fields its statistics prove valid: not read at all
+    stamp: tuple[tuple[str, str], ...] = ()   # the model version and the run's start, on every row
     emit: str = "scores"           # "scores", or "rejects" (the second pass, when there were many)
     kept_rejects: int = REJECTS_IN_MEMORY   # problems a partition hands back with the job, at most
 
@@ -130,9 +131,7 @@ def _records(batch: pa.RecordBatch, plan: Plan, before: int, partition: int
         raise _stop("near data row {row}: a quoted value holds a line break, which Spark splits into separate "
                     "lines: score this file with the local engine", row=before + 1, partition=partition,
                     numbered=plan.offsets is not None)
-    blank = all_null(records)            # a blank line: counted as a row, not scored
-    if blank is not None:
-        records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
+    records, rows = without_blank_lines(text, records, rows)     # a blank line: a row, not scored
     return records, rows, frozenset(PLAIN_FIELDS) if typed else frozenset()
 
 
@@ -159,7 +158,7 @@ def score_partition(batches: Iterator[pa.RecordBatch], plan: Plan, schema: pa.Sc
         if not records.num_rows:
             continue
         decoded = service.batch_decoder.decode(fields_of(records), records.num_rows,
-                                               vouched=dict.fromkeys(vouched))
+                                               vouched=tuple(vouched))
         ids = records.column(plan.id_column) if plan.id_column else pa.array(rows, type=pa.int64())
         if decoded.total:
             errors = decoded.errors(rows)
@@ -178,7 +177,8 @@ def score_partition(batches: Iterator[pa.RecordBatch], plan: Plan, schema: pa.Sc
             set_aside += records.num_rows - decoded.columns.rows
             ids = ids.filter(pa.array(decoded.kept))
         if decoded.columns.rows and plan.emit == "scores":
-            yield _conform(encode(service.predict(decoded.columns).scores, ids, id_name), schema)
+            yield _conform(encode(service.predict(decoded.columns).scores, ids, id_name, stamp=dict(plan.stamp)),
+                           schema)
         scored += decoded.columns.rows
     if report is not None:
         report.add({partition: (scored, set_aside, problems, _ipc(rejects))})
@@ -342,9 +342,11 @@ def _offsets(frame) -> dict[int, int]:
 
 
 def _score_schema(model, frame, id_column: str | None) -> pa.Schema:
+    """The local engine's columns: the id, the answer's, then the run's stamp."""
     fields = [_id_field(frame, id_column)]
     fields += [pa.field(name, pa.int64() if name == "business_outcome" else pa.float64())
                for name in answer_fields(model.plan.names)]
+    fields += [pa.field(name, pa.string()) for name in (VERSION_COLUMN, SCORED_AT_COLUMN)]
     return pa.schema(fields)
 
 
@@ -445,6 +447,7 @@ def run(args) -> int:
             frame, names, lines, vouched = _read(spark, args.input, args.id_column, model.numeric_inputs)
             plan = Plan(shipped, str(model_dir.resolve()), lines, names, args.id_column,
                         None if args.id_column else _offsets(frame), stop=not args.rejects, vouched=vouched,
+                        stamp=tuple(run_stamp(model).items()),
                         kept_rejects=REJECTS_IN_MEMORY)
             outcome = _score(spark, frame, plan, model, args)
     except AnalysisException as exc:

@@ -4,6 +4,7 @@
     ad-purchase score rows.csv -o scores.csv [...]         score a file (the same as score.py)
     ad-purchase train --synthetic 40000 --out objs/ [...]  train a model (the same as train.py)
     ad-purchase sample 100000 -o rows.parquet [...]        write synthetic rows to try the others with
+    ad-purchase token NAME --scopes score [...]            mint an API token and its AUTH_TOKENS_FILE line
 
 `ad-purchase COMMAND --help` shows a command's options.
 """
@@ -65,8 +66,13 @@ def _sample(argv: list[str], prog: str) -> int:
     return sample.main(argv, prog=prog)
 
 
+def _token(argv: list[str], prog: str) -> int:
+    from . import token
+    return token.main(argv, prog=prog)
+
+
 COMMANDS: dict[str, Callable[[list[str], str], int]] = {
-    "serve": serve, "score": _score, "train": _train, "sample": _sample}
+    "serve": serve, "score": _score, "train": _train, "sample": _sample, "token": _token}
 
 
 def main(argv: list[str] | None = None) -> int:

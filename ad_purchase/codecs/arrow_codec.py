@@ -12,10 +12,12 @@ CONTRIBUTION_PREFIX = "contribution_"
 
 
 def encode(scores: Scores, ids: pa.Array | None = None, id_column: str | None = None, *,
-           contributions: np.ndarray | None = None, for_csv: bool = False) -> pa.RecordBatch:
+           contributions: np.ndarray | None = None, for_csv: bool = False,
+           stamp: dict[str, str] | None = None) -> pa.RecordBatch:
     """Scores as a record batch: the id column (when given), the answer's columns, then each
-    input's contribution (when given) as contribution_<input>.  `for_csv`: the 0/1 inputs are
-    int8, which a CSV writer gives as "0" and "1" without formatting a float each."""
+    input's contribution (when given) as contribution_<input>, then a column per item of `stamp`
+    holding the same text in every row (which model scored the rows, and when).  `for_csv`: the
+    0/1 inputs are int8, which a CSV writer gives as "0" and "1" without formatting a float each."""
     position = {name: i for i, name in enumerate(scores.names)}
     columns, names = ([ids], [id_column]) if ids is not None else ([], [])
     for name in answer_fields(scores.names):
@@ -32,6 +34,9 @@ def encode(scores: Scores, ids: pa.Array | None = None, id_column: str | None = 
         for name in sorted(scores.names):
             columns.append(pa.array(contributions[:, position[name]], type=pa.float64()))
             names.append(CONTRIBUTION_PREFIX + name)
+    for name, text in (stamp or {}).items():
+        columns.append(pa.repeat(pa.scalar(text, type=pa.string()), len(scores.phat)))
+        names.append(name)
     return pa.RecordBatch.from_arrays(columns, names=names)
 
 

@@ -10,7 +10,7 @@ dictionary-encoded: each distinct spelling is read once.
 Rows are numbered as data rows: the first record after the header is row 1.  A blank line is a
 record of nulls only: skipped, but counted, so a row's number stays its line less the header's.
 
-One writer serves the API's CSV answer and score.py's CSV files, so both write the same text.
+One writer, pyarrow's, serves the API's CSV answer and score.py's CSV files: both write the same text.
 """
 from __future__ import annotations
 
@@ -150,15 +150,40 @@ def first_bad_utf8_line(lines: Iterable[bytes]) -> int:
     return 0
 
 
-def all_null(records: pa.RecordBatch):
-    """A boolean mask of the records whose every column is null (blank lines), or None when none is."""
-    blank = None
+def _all_null(records: pa.RecordBatch) -> np.ndarray | None:
+    """A mask of the records whose every column is null, or None when none is."""
+    nulls = None
     for column in records.columns:
-        nulls = pc.is_null(column)
-        blank = nulls if blank is None else pc.and_(blank, nulls)
-        if not pc.any(blank).as_py():
+        column_nulls = pc.is_null(column)
+        nulls = column_nulls if nulls is None else pc.and_(nulls, column_nulls)
+        if not pc.any(nulls).as_py():
             return None
-    return blank
+    return np.asarray(nulls)
+
+
+def _empty_lines(data) -> np.ndarray:
+    """Whether each record of CSV text is an empty line: records end at line breaks outside
+    quoted values (an even number of quotes before them)."""
+    text = np.frombuffer(data, dtype=np.uint8)
+    outside = np.bitwise_xor.accumulate((text == ord('"')).view(np.uint8)) == 0
+    ends = np.flatnonzero((text == ord("\n")) & outside)
+    if not len(ends) or ends[-1] != len(text) - 1:
+        ends = np.append(ends, len(text))                # a last record without a line break
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts
+    carriage = (lengths > 0) & (text[np.maximum(ends - 1, 0)] == ord("\r"))
+    return lengths - carriage == 0
+
+
+def without_blank_lines(data, records: pa.RecordBatch, rows: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
+    """The records of `data` less its blank lines, which the reader gives as records of nulls;
+    a record of empty cells (",,,") is a record of missing values and stays."""
+    nulls = _all_null(records)
+    if nulls is None:
+        return records, rows
+    blank = _empty_lines(data)
+    blank = nulls & blank if len(blank) == len(nulls) else nulls    # cannot tell: taken as blank
+    return records.filter(pa.array(~blank)), rows[~blank]
 
 
 # ---------------------------------------------------------------------------- a request body
@@ -199,10 +224,7 @@ def decode_csv(data: bytes | str, decoder: Decoder, max_rows: int, id_field: str
         row, why = unreadable(pa.py_buffer(body), exc, names, wanted)
         where = f"Row {row} (line {row + lines})" if row is not None else "A row"
         raise _bad_csv(f"{where} cannot be read as CSV: {why}.") from None
-    rows = np.arange(1, records.num_rows + 1)
-    blank = all_null(records)
-    if blank is not None:
-        records, rows = records.filter(pc.invert(blank)), rows[~np.asarray(blank)]
+    records, rows = without_blank_lines(body, records, np.arange(1, records.num_rows + 1))
     if not records.num_rows:
         raise _bad_csv("The CSV has a header row but no data rows; send one or more rows.")
     if records.num_rows > max_rows:
@@ -215,81 +237,13 @@ def decode_csv(data: bytes | str, decoder: Decoder, max_rows: int, id_field: str
 
 # ---------------------------------------------------------------------------- CSV text
 
+CSV_WRITE_OPTIONS = pacsv.WriteOptions(quoting_header="none")   # names as they are, text quoted
+
+
 def encode_csv(scores: Scores, contributions: np.ndarray | None = None) -> bytes:
     """Scores as the CSV answer: the answer's fields as the header (then the contributions, when
-    given, as contribution_<input> columns), one line per row, as score.py writes them."""
-    records = encode(scores, contributions=contributions, for_csv=True)
+    given, as contribution_<input> columns), one line per row, written by the writer score.py's
+    CSV files are written with, so both give the same text."""
     out = io.BytesIO()
-    writer = CsvTextWriter(out, records.schema)
-    writer.write_batch(records)
+    pacsv.write_csv(encode(scores, contributions=contributions, for_csv=True), out, write_options=CSV_WRITE_OPTIONS)
     return out.getvalue()
-
-
-class CsvTextWriter:
-    """Record batches as CSV text, byte for byte what pyarrow's CSV writer writes (the header's
-    names unquoted, text always quoted, nulls empty), for numbers and text only.
-
-    The difference is in columns whose every value is a single digit, such as the 0/1
-    indicators of an answer: a run of them is laid out by numpy as one block of fixed width,
-    instead of formatting each value on its own."""
-
-    def __init__(self, target, schema: pa.Schema) -> None:
-        """`target`: a path, or a binary file object left open."""
-        self._own = isinstance(target, str)
-        self._file = open(target, "wb") if self._own else target
-        self._file.write((",".join(schema.names) + "\n").encode())
-
-    @staticmethod
-    def writes(schema: pa.Schema) -> bool:
-        return all(pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind)
-                   for kind in schema.types)
-
-    def write_batch(self, records: pa.RecordBatch) -> None:
-        if not records.num_rows:
-            return
-        parts, digits = [], []
-        for column in records.columns:
-            if _single_digits(column):
-                digits.append(column)
-                continue
-            if digits:
-                parts.append(_digit_block(digits))
-                digits = []
-            parts.append(_as_text(column))
-        if digits:
-            parts.append(_digit_block(digits))
-        lines = pc.binary_join_element_wise(*parts, ",", null_handling="replace", null_replacement="") \
-            if len(parts) > 1 else pc.fill_null(parts[0], "")
-        lines = pc.binary_join_element_wise(lines, "\n", "")
-        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
-        self._file.write(memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]])
-
-    def close(self) -> None:
-        if self._own:
-            self._file.close()
-
-
-def _single_digits(column: pa.Array) -> bool:
-    if not pa.types.is_integer(column.type) or column.null_count:
-        return False
-    least, most = pc.min_max(column).values()
-    return least.as_py() >= 0 and most.as_py() <= 9
-
-
-def _digit_block(columns: list[pa.Array]) -> pa.Array:
-    """Columns of single digits as one text column, "d,d,...,d" in every row: a byte matrix
-    seen as strings of equal length, built without formatting a value."""
-    rows, width = len(columns[0]), 2 * len(columns) - 1
-    text = np.full((rows, width), ord(","), dtype=np.uint8)
-    for place, column in enumerate(columns):
-        text[:, 2 * place] = column.to_numpy(zero_copy_only=False) + ord("0")
-    offsets = np.arange(0, (rows + 1) * width, width, dtype=np.int32)
-    return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(text))
-
-
-def _as_text(column: pa.Array) -> pa.Array:
-    """A column's values as the CSV writer writes them: numbers as Arrow formats them, text in
-    quotes with its quotes doubled; nulls stay null (written empty)."""
-    if pa.types.is_string(column.type):
-        return pc.binary_join_element_wise('"', pc.replace_substring(column, '"', '""'), '"', "")
-    return pc.cast(column, pa.string())

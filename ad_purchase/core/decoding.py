@@ -24,6 +24,7 @@ record read value by value, for the single-record request, proven equal to `deco
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -40,11 +41,12 @@ from ..schema import (ABSENT, AMOUNT_MARKS, CATEGORICAL_FIELDS, CATEGORICAL_LEVE
                       number_pattern, numeric_input_order, percent_pattern)
 
 _FIELD_ORDER = {name: i for i, name in enumerate(FIELDS)}
+_ALL_FIELDS = frozenset(FIELDS)
 _NUMERIC_POSITION = {name: i for i, name in enumerate(NUMERIC_FIELDS)}
 _MISSING = float("nan")
-# An index array: numpy would convert a list of indices again at every assignment.
-_PLAIN_POSITIONS = np.array([_NUMERIC_POSITION[name] for name in PLAIN_FIELDS], dtype=np.intp)
-_FORMATTED_POSITIONS = np.array([_NUMERIC_POSITION[name] for name in FORMATTED_FIELDS], dtype=np.intp)
+# Where each of NUMERIC_FIELDS sits in a record's plain fields followed by its formatted ones.
+_SAMPLE_ORDER = [(*PLAIN_FIELDS, *FORMATTED_FIELDS).index(name) for name in NUMERIC_FIELDS]
+_FIRST_ROW = np.zeros(1, dtype=np.intp)
 
 
 # =========================================================================== per-value rules
@@ -145,6 +147,9 @@ def numeric_parser(field: str):
     return {CURRENCY_FIELD: parse_currency, PERCENT_FIELD: parse_percent}.get(field, parse_number)
 
 
+_FORMATTED_READERS = [numeric_parser(name) for name in FORMATTED_FIELDS]
+
+
 _LEVEL_LOOKUP: dict[str, dict[str, str]] = {
     field: {level.lower(): level for level in levels} for field, levels in CATEGORICAL_LEVELS.items()}
 
@@ -231,9 +236,10 @@ def read_numbers(field: str, column) -> tuple[np.ndarray, Bad]:
 
 def _typed_numbers(values: np.ndarray, column) -> tuple[np.ndarray, Bad]:
     """Numbers a reader typed: NaN is missing, an infinity is refused."""
-    infinite = np.flatnonzero(np.isinf(values))
-    if not infinite.size:
+    infinite = np.isinf(values)
+    if not infinite.any():
         return values, []
+    infinite = np.flatnonzero(infinite)
     values = values.copy()
     values[infinite] = np.nan
     return values, [(int(i), _cell(column, i), FINITE_MESSAGE) for i in infinite]
@@ -292,7 +298,10 @@ def read_levels(field: str, column) -> tuple[np.ndarray, Bad]:
     """Level codes of a categorical column: the common spellings by one lookup each (a list of
     values), or each distinct spelling read once (an Arrow column, dictionary-encoded)."""
     if isinstance(column, list):
-        codes = list(map(_COMMON_CODES[field].get, column))
+        try:
+            codes = list(map(_COMMON_CODES[field].get, column))
+        except TypeError:              # an object or array among the values: each is read alone
+            codes = [None] * len(column)
         if None not in codes:
             return np.array(codes, dtype=np.int8), []
         found = np.array([MISSING_CODE if code is None else code for code in codes], dtype=np.int8)
@@ -376,63 +385,76 @@ class Decoder:
         self.cap, self.sample = cap, sample
         self._position = {name: i for i, name in enumerate(self.numeric_fields)}
         self._plain_inputs = [name for name in self.numeric_fields if name not in FORMATTED_FIELDS]
+        self._formatted_inputs = [FORMATTED_FIELDS.index(name) for name in self.numeric_fields
+                                  if name in FORMATTED_FIELDS]
 
-    def decode(self, raw: Mapping[str, Any], count: int, *, vouched: Mapping[str, np.ndarray | None] | None = None,
-               single: bool = False, ids: list | None = None) -> Decoded:
+    def decode(self, raw: Mapping[str, Any], count: int, *, vouched: Sequence[str] = (),
+               vouched_sample: np.ndarray | None = None, single: bool = False, ids: list | None = None) -> Decoded:
         """`raw`: a column per field (Arrow array, float64 numpy array, or list of values).
         `vouched`: fields the reader proved valid in every row; those that are not model inputs
-        may be left out of `raw`, and map to their values at the sample rows (when the decoder
-        keeps a sample; else None)."""
-        vouched = vouched or {}
-        lacking = [f for f in FIELDS if f not in raw and (f not in vouched or f in self._position)]
+        may be left out of `raw`.  `vouched_sample`: their values at the sample rows, a column per
+        field of `vouched` (when the decoder keeps a sample)."""
+        vouched = frozenset(vouched)
+        lacking = _ALL_FIELDS.difference(raw.keys()).difference(vouched.difference(self._position))
         if lacking:
-            raise ValueError(f"the batch lacks {len(lacking)} field(s): {', '.join(lacking[:10])}")
-        found: list[tuple[int, int, str, Any, str]] = []       # (index, field order, field, value, message)
-        total = 0
+            raise ValueError(f"the batch lacks {len(lacking)} field(s): {', '.join(sorted(lacking)[:10])}")
+        problems: dict[str, Bad] = {}
         numeric = np.empty((count, len(self.numeric_fields)))
         picked = sample_rows(count, self.sample) if self.sample else None
         sample = np.full((len(picked), len(NUMERIC_FIELDS)), np.nan) if picked is not None else None
-
-        def note(name: str, bad: Bad) -> None:
-            nonlocal total
-            total += len(bad)
-            order = _FIELD_ORDER[name]
-            found.extend((index, order, name, value, message) for index, value, message in bad[:self.cap])
-
-        for name in NUMERIC_FIELDS:
-            if name not in raw or (name in vouched and name not in self._position):
-                if sample is not None:
-                    sample[:, _NUMERIC_POSITION[name]] = vouched[name]
-                continue
+        for name, position, place in self._reading(frozenset(raw.keys()), vouched):
             values, bad = read_numbers(name, raw[name])
-            if name in self._position:
-                numeric[:, self._position[name]] = values
-                with np.errstate(invalid="ignore"):
-                    large = np.flatnonzero(np.abs(values) > MAX_MAGNITUDE)
-                if large.size:
-                    bad = sorted(bad + [(int(i), _cell(raw[name], i), MAGNITUDE_MESSAGE) for i in large],
-                                 key=lambda problem: problem[0])
+            if position is not None:
+                numeric[:, position] = values
             if sample is not None:
-                sample[:, _NUMERIC_POSITION[name]] = values[picked]
+                sample[:, place] = values[picked]
             if bad:
-                note(name, bad)
+                problems[name] = bad
+        if sample is not None and vouched_sample is not None:
+            sample[:, self._left_out(vouched.difference(self._position, raw.keys()))] = vouched_sample
+        # The size limit of the model's inputs, over all of them at once.
+        with np.errstate(invalid="ignore"):
+            large = np.abs(numeric) > MAX_MAGNITUDE
+        if large.any():
+            for name, position in self._position.items():
+                rows = np.flatnonzero(large[:, position])
+                if rows.size:
+                    problems[name] = sorted(problems.get(name, []) + [
+                        (int(i), _cell(raw[name], i), MAGNITUDE_MESSAGE) for i in rows], key=lambda bad: bad[0])
         codes = np.empty((count, len(CATEGORICAL_FIELDS)), dtype=np.int8)
         for position, name in enumerate(CATEGORICAL_FIELDS):
             codes[:, position], bad = read_levels(name, raw[name])
             if bad:
-                note(name, bad)
-
-        if not total:
+                problems[name] = bad
+        if not problems:
             return Decoded(Columns(count, self.numeric_fields, numeric, codes, single, ids, picked, sample))
-        found.sort(key=lambda p: (p[0], p[1]))
+
+        total = sum(len(bad) for bad in problems.values())
+        found = sorted(((index, _FIELD_ORDER[name], name, value, message)
+                        for name, bad in problems.items() for index, value, message in bad[:self.cap]),
+                       key=lambda p: (p[0], p[1]))
         keep = np.ones(count, dtype=bool)
         keep[[p[0] for p in found]] = False
         if self.cap is not None and len(found) > self.cap:
             found = found[:self.cap]
-        problems = [(index, name, value, message) for index, _, name, value, message in found]
         kept_ids = [i for i, k in zip(ids, keep) if k] if ids is not None else None
         kept = Columns(int(keep.sum()), self.numeric_fields, numeric[keep], codes[keep], single, kept_ids)
-        return Decoded(kept, keep, problems, total)
+        return Decoded(kept, keep, [(index, name, value, message) for index, _, name, value, message in found], total)
+
+    @functools.lru_cache(maxsize=64)
+    def _reading(self, given: frozenset, vouched: frozenset) -> tuple:
+        """The numeric fields to read, each with its column among the inputs (None: not an input)
+        and in the sample: those given, less the vouched ones that are not model inputs.  A reader
+        gives the same fields every time."""
+        return tuple((name, self._position.get(name), _NUMERIC_POSITION[name]) for name in NUMERIC_FIELDS
+                     if name in given and (name not in vouched or name in self._position))
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _left_out(fields: frozenset) -> np.ndarray:
+        """Where the vouched fields a reader left out sit in NUMERIC_FIELDS, in that order (the
+        order a reader gives their sample in); a reader leaves out the same ones every time."""
+        return np.array([_NUMERIC_POSITION[name] for name in NUMERIC_FIELDS if name in fields], dtype=np.intp)
 
     def decode_record(self, plain: Sequence[float | None], formatted: Sequence[Any], levels: Sequence[Any],
                       sample: Sequence[float | None] | None = None, record_id: Any = None) -> Columns | None:
@@ -442,12 +464,11 @@ class Decoder:
         exceed the work on one row.  `sample`: the record's plain fields, when a sample is kept.
         None when anything is unusual: `decode` then reads the record and words the problems."""
         try:
-            amounts = [numeric_parser(name)(value) for name, value in zip(FORMATTED_FIELDS, formatted)]
+            amounts = [read(value) for read, value in zip(_FORMATTED_READERS, formatted)]
         except FieldError:
             return None
-        by_name = dict(zip(FORMATTED_FIELDS, amounts))
         row = [_MISSING if value is None else value for value in plain]
-        row += [by_name[name] for name in self.numeric_fields[len(self._plain_inputs):]]
+        row += [amounts[i] for i in self._formatted_inputs]
         if not all(abs(value) <= MAX_MAGNITUDE for value in row if value == value):   # value == value: not NaN
             return None
         codes = [_COMMON_CODES[name].get(value) for name, value in zip(CATEGORICAL_FIELDS, levels)]
@@ -458,10 +479,9 @@ class Decoder:
                 return None
         picked = drift = None
         if sample is not None and self.sample:
-            picked = np.zeros(1, dtype=np.intp)
-            drift = np.empty((1, len(NUMERIC_FIELDS)))
-            drift[0, _PLAIN_POSITIONS] = sample          # None becomes NaN
-            drift[0, _FORMATTED_POSITIONS] = amounts
+            picked = _FIRST_ROW
+            values = (*sample, *amounts)                    # PLAIN_FIELDS, then FORMATTED_FIELDS
+            drift = np.array([[values[i] for i in _SAMPLE_ORDER]], dtype=float)     # None becomes NaN
         return Columns(1, self.numeric_fields, np.array([row], dtype=float), np.array([codes], dtype=np.int8), True,
                        None if record_id is None else [record_id], picked, drift)
 

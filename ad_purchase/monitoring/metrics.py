@@ -10,6 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 
 PHAT_BINS = 20
+# Methods counted by name; any other (a client may send any token as a method) counts as "other",
+# so a label's values come from a closed set.
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
 class Metrics:
@@ -40,10 +43,10 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], tuple] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
+        key = (route, method if method in KNOWN_METHODS else "other", status)
         children = self._request_children.get(key)
         if children is None:   # routes are the app's own (or "unmatched"), so this stays small
-            children = self._request_children[key] = (self.requests.labels(route, method, str(status)),
+            children = self._request_children[key] = (self.requests.labels(key[0], key[1], str(status)),
                                                        self.latency.labels(route))
         children[0].inc()
         children[1].observe(seconds)

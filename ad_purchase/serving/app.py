@@ -24,7 +24,9 @@ from werkzeug.exceptions import HTTPException
 from ..monitoring import request_id
 from ..resources import load_example
 from ..schema import InputError
-from . import openapi
+from . import auth, http_guard, openapi
+from .decision_routes import decision_routes
+from .decision_routes import openapi_paths as decision_openapi_paths
 from .problems import problem
 from .routes import EXPLAIN_VALUES, routes
 from .service import Service
@@ -42,6 +44,9 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# Flasgger's pages are open; its own copy of Swagger UI (replaced by a current build) serves nothing.
+DOCS_ENDPOINTS = {**auth.open_endpoints(("flasgger.apidocs", "flasgger.apispec", "flasgger.<lambda>",
+                                         "flasgger.oauth_redirect")), "flasgger.static": auth.HIDDEN}
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; frame-ancestors 'none'")
 
@@ -50,14 +55,18 @@ def create_app(config: dict | None = None, settings: Settings | None = None) -> 
     """The app; `settings` as given, else from the environment with `config` overriding it."""
     settings = settings or Settings.from_env(None, config)
     svc = Service.start(settings)
-    app = Flask(__name__)
+    tokens = auth.load(settings.AUTH_TOKENS_FILE)
+    app = Flask(__name__, static_folder=None)   # nothing is served from a folder of the package
     app.config["DEBUG"] = False        # never the debugger, whatever FLASK_DEBUG says
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_CONTENT_LENGTH
     app.extensions["service"] = svc
     app.register_blueprint(routes)
+    app.register_blueprint(decision_routes)
     _add_request_hooks(app, svc)
     _add_error_handlers(app)
-    _add_swagger(app, svc)
+    _add_swagger(app, svc, tokens)
+    auth.install(app, tokens, DOCS_ENDPOINTS)
+    http_guard.install(app)
     return app
 
 
@@ -82,7 +91,7 @@ def _add_request_hooks(app: Flask, svc: Service) -> None:
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "request_id": g.get("request_id"), "method": request.method, "route": route,
             "path": request.path, "status": response.status_code, "rows": g.get("rows", 0),
-            "latency_ms": round(seconds * 1000, 3)}))
+            "latency_ms": round(seconds * 1000, 3), "caller": g.get("caller")}))
         return response
 
 
@@ -100,7 +109,7 @@ def _add_error_handlers(app: Flask) -> None:
         return problem(500, "Internal Server Error", "The request could not be processed.")
 
 
-def _add_swagger(app: Flask, svc: Service) -> None:
+def _add_swagger(app: Flask, svc: Service, tokens: auth.Tokens | None) -> None:
     """Flasgger's UI page, fed our OpenAPI document and a current Swagger UI build.  The answers
     it shows are the user's examples scored by the loaded model."""
     examples = {}
@@ -113,11 +122,14 @@ def _add_swagger(app: Flask, svc: Service) -> None:
                 continue
             examples[name] = msgspec.json.decode(svc.answer(prediction))
     features = list(svc.model.features) if svc.model else []
-    spec = openapi.build_spec(features, svc.settings.MAX_BATCH_ROWS, EXPLAIN_VALUES, examples)
+    security = auth.path_scopes(app, auth.route_scopes(app, DOCS_ENDPOINTS)) if tokens is not None else None
+    spec = openapi.build_spec(features, svc.settings.MAX_BATCH_ROWS, EXPLAIN_VALUES, examples, security)
+    spec["paths"].update(decision_openapi_paths(svc.settings.ID_FIELD))
 
     assets = swagger_ui_bundle.swagger_ui_path
 
     @app.get("/apidocs/ui/<path:filename>")
+    @auth.open_route
     def swagger_assets(filename: str) -> Response:
         return send_from_directory(assets, filename, max_age=3600)
 

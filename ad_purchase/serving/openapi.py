@@ -24,6 +24,7 @@ _MISSING_TEXT = ("null or " + ", ".join(f'"{word}"' for word in sorted(MISSING_S
 # any finite number, so longer spellings it accepts are the only ones a pattern leaves out.
 _DIGITS, _EXPONENT, _GROUPS = "{1,200}", "{1,2}", "{1,66}"
 LARGEST_FLOAT = 1.7976931348623157e308
+BEARER_SCHEME = "bearerAuth"
 
 
 def _any_case(word: str) -> str:
@@ -116,9 +117,44 @@ def _problem(description: str) -> dict:
 
 
 def build_spec(features: list[str], max_rows: int, explain_values: Iterable[str],
-               examples_out: dict[str, Any] | None = None) -> dict:
+               examples_out: dict[str, Any] | None = None, security: dict[str, str] | None = None) -> dict:
     """The whole document; `features` are the model's inputs, echoed in every result, and
-    `explain_values` the values ?explain= takes."""
+    `explain_values` the values ?explain= takes.  `security` (path -> scope, "" for an open path)
+    is given when access control is on: the document then declares the bearer scheme."""
+    spec = _build_spec(features, max_rows, explain_values, examples_out)
+    if security is not None:
+        _add_security(spec, security)
+    return spec
+
+
+def _challenge_header() -> dict:
+    return {"WWW-Authenticate": {"description": "Bearer challenge (RFC 6750)", "schema": {"type": "string"}}}
+
+
+def _add_security(spec: dict, security: dict[str, str]) -> None:
+    """The bearer scheme, each operation's requirement and its 401 and 403 answers."""
+    spec["components"]["securitySchemes"] = {BEARER_SCHEME: {
+        "type": "http", "scheme": "bearer",
+        "description": "A token from the operators (python -m ad_purchase.cli.token). Each operation "
+                       "names the scope it needs in x-required-scope: score, outcomes or ops."}}
+    for path, operations in spec["paths"].items():
+        scope = security.get(path, "")
+        for operation in operations.values():
+            if not scope:
+                operation["security"] = []
+                continue
+            operation["security"] = [{BEARER_SCHEME: []}]
+            operation["x-required-scope"] = scope
+            operation["description"] = (operation.get("description", "") + f" Needs a bearer token with the "
+                                        f"`{scope}` scope.").strip()
+            operation["responses"]["401"] = {**_problem("No bearer token, a token in the URL, or a token this "
+                                                        "service does not know"), "headers": _challenge_header()}
+            operation["responses"]["403"] = {**_problem(f"The token does not have the {scope} scope"),
+                                             "headers": _challenge_header()}
+
+
+def _build_spec(features: list[str], max_rows: int, explain_values: Iterable[str],
+                examples_out: dict[str, Any] | None = None) -> dict:
     result = {
         "type": "object",
         "required": ["business_outcome", "phat", *features],
@@ -151,7 +187,8 @@ def build_spec(features: list[str], max_rows: int, explain_values: Iterable[str]
                                                "(coefficient x input); they sum to logit(phat)."}],
                 "description": f"An object gives one result object; an array of 1 to {max_rows} objects gives "
                                "an array of results in the same order. A text/csv body (header row with "
-                               "x0..x99) is scored the same way; send Accept: text/csv for a CSV answer. "
+                               "x0..x99) is scored the same way; send Accept: text/csv for a CSV answer "
+                               "(with explain, contribution_<input> columns follow the answer's). "
                                "One invalid row fails the whole request and the error lists every problem "
                                "(row is the 0-based array index for JSON, the 1-based data line for CSV).",
                 "requestBody": {"required": True, "content": {"application/json": {
@@ -173,7 +210,8 @@ def build_spec(features: list[str], max_rows: int, explain_values: Iterable[str]
                                    if examples_out else {})},
                                 "text/csv": {"schema": {"type": "string"},
                                              "description": "with Accept: text/csv; header row, then one line "
-                                                            "per record"}}},
+                                                            "per record; with explain, a contribution_<input> "
+                                                            "column per input"}}},
                     "400": _problem("Malformed JSON or CSV, a body that is not an object or a non-empty array "
                                     "of objects, or an explain value not listed"),
                     "408": _problem("The request body stopped arriving; the connection is closed"),
@@ -217,6 +255,7 @@ def build_spec(features: list[str], max_rows: int, explain_values: Iterable[str]
                     "message": {"type": "string"}}}},
                 "total_errors": {"type": "integer"},
                 "request_id": {"type": "string"},
+                "required_scope": {"type": "string", "description": "in a 403: the scope the route needs"},
             }},
         }},
     }

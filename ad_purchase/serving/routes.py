@@ -5,6 +5,7 @@ r"""The HTTP routes.  Each reads the app's Service: /predict is the one request 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 
@@ -14,6 +15,9 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, Reque
 
 from ..model.artifacts import MODEL_FACTS
 from ..schema import InputError
+from . import decision_routes
+from .auth import has_scope, open_route, requires
+from .http_guard import BODY_FRAMING_ERRORS, malformed_body
 from .problems import HttpProblem, of_input_error, of_kind
 from .service import CSV, JSON
 
@@ -62,6 +66,8 @@ def request_body(max_length: int, timeout: float) -> bytes:
         except OSError:
             pass
         raise RequestTimeout(f"No part of the request body arrived for {timeout:g} s.") from None
+    except BODY_FRAMING_ERRORS as exc:               # a chunked body gunicorn cannot frame
+        raise malformed_body(exc) from None
     finally:
         if sock is not None:
             sock.settimeout(previous)
@@ -71,6 +77,7 @@ def request_body(max_length: int, timeout: float) -> bytes:
 
 
 @routes.post("/predict")
+@requires("score")
 def predict() -> Response:
     svc = service()
     if request.mimetype not in INPUT_TYPES:
@@ -96,42 +103,62 @@ def predict() -> Response:
         svc.metrics.observe_invalid(exc.errors)
         return of_input_error(exc)
     g.rows = prediction.rows
+    svc.decisions.record(svc.model.version, g.request_id, g.get("caller"), prediction.ids,
+                         prediction.scores.phat, prediction.scores.outcome)   # once committed; else 503
     return Response(svc.answer(prediction, answer_type), mimetype=answer_type)
 
 
 @routes.get("/health")
+@open_route
 def health() -> Response:
     return _json({"status": "ok"})
 
 
 @routes.get("/ready")
+@open_route
 def ready() -> Response:
     svc = service()
     if svc.model is None:
         return of_kind(HttpProblem.NOT_READY, f"Model not loaded: {svc.public_load_error()}")
-    return _json({"status": "ready", "model": svc.model.name, "version": svc.model.version})
+    decision_log, unready = decision_routes.readiness(svc)
+    if unready is not None:
+        return unready
+    return _json({"status": "ready", "model": svc.model.name, "version": svc.model.version,
+                  "decision_log": decision_log})
+
+
+def with_model(view):
+    """A view that needs the loaded model: 503 without one, else called with the service."""
+    @functools.wraps(view)
+    def guarded() -> Response:
+        svc = service()
+        if svc.model is None:
+            return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
+        return view(svc)
+    return guarded
 
 
 @routes.get("/model")
-def model_facts() -> Response:
-    svc = service()
-    if svc.model is None:
-        return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
-    return _json({key: svc.model.metadata[key] for key in MODEL_FACTS})
+@requires("ops")
+@with_model
+def model_facts(svc) -> Response:
+    hidden = () if has_scope("ops") else ("library_versions",)   # what an attacker would look up
+    return _json({key: svc.model.metadata[key] for key in MODEL_FACTS if key not in hidden})
 
 
 @routes.get("/model/drift")
-def model_drift() -> Response:
-    svc = service()
-    if svc.model is None:
-        return of_kind(HttpProblem.NOT_READY, "The service has no verified model.")
+@requires("ops")
+@with_model
+def model_drift(svc) -> Response:
     return _json(svc.drift.report(svc.metrics.collected()))
 
 
 @routes.get("/metrics")
+@requires("ops")
 def metrics() -> Response:
     svc = service()
     psi = None
     if svc.drift is not None:
         psi = {field: item["psi"] for field, item in svc.drift.report(svc.metrics.collected())["fields"].items()}
-    return Response(svc.metrics.exposition(psi), mimetype="text/plain", headers={"Cache-Control": "no-store"})
+    return Response(svc.metrics.exposition(psi) + decision_routes.exposition(svc), mimetype="text/plain",
+                    headers={"Cache-Control": "no-store"})

@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import HOME
 from ..codecs import JsonDecoder, JsonEncoder, decode_csv, encode_csv
 from ..core import Prediction, PredictionService
+from ..decisions import DecisionLog
 from ..model import ArtifactError, load_model
 from ..monitoring import Drift, DriftProfile, Metrics
 from ..schema import Columns
@@ -30,6 +31,7 @@ class Service:
     json: JsonDecoder | None = None
     encoder: JsonEncoder | None = None
     drift: Drift | None = None
+    decisions: DecisionLog | None = None  # every scored record, written before its answer
 
     @classmethod
     def start(cls, settings: Settings) -> "Service":
@@ -49,7 +51,8 @@ class Service:
         return cls(settings, model_dir, metrics, "", predictor,
                    JsonDecoder(predictor.request_decoder, settings.MAX_BATCH_ROWS, settings.ID_FIELD),
                    JsonEncoder(model.plan.names),
-                   Drift(DriftProfile(model.metadata), metrics.drift_counts, settings.DRIFT_FLUSH_SECONDS))
+                   Drift(DriftProfile(model.metadata), metrics.drift_counts, settings.DRIFT_FLUSH_SECONDS),
+                   DecisionLog.from_settings(settings, metrics.registry))
 
     @property
     def model(self):

@@ -1,0 +1,7 @@
+"""python -m ad_purchase.decisions: see cli.py."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
