@@ -81,7 +81,8 @@ def test_scores_equal_the_local_engines(capsys, sources, tmp_path):
     assert got.column_names == expected.column_names
     assert got.column("row").to_pylist() == list(range(1, ROWS + 1))
     assert got.column("business_outcome").to_pylist() == expected.column("business_outcome").to_pylist()
-    for name in expected.column_names[2:]:
+    assert got.column("model_version").to_pylist() == expected.column("model_version").to_pylist()
+    for name in expected.column_names[2:-2]:
         np.testing.assert_allclose(got.column(name).to_numpy(), expected.column(name).to_numpy(),
                                    rtol=0, atol=TOLERANCE, err_msg=name)
 
@@ -156,33 +157,104 @@ def test_typed_parquet_in_and_csv_text_give_the_same_scores(capsys, frame, sourc
                                rtol=0, atol=TOLERANCE)
 
 
-def test_the_executor_function_scores_and_sets_aside_like_the_local_engine(capsys, sources, tmp_path):
-    """score_partition, what every executor runs, called here on Arrow batches directly: a row
-    out per scored record and one per problem, the scores those of the local engine."""
+class Collected:
+    """What an accumulator gathers, in process."""
+
+    def __init__(self):
+        self.value = {}
+
+    def add(self, report):
+        self.value.update(report)
+
+
+def test_the_executor_function_parses_lines_scores_and_sets_aside_like_the_local_engine(capsys, sources, tmp_path):
+    """score_partition, what every executor runs, called here on batches of CSV lines as
+    Spark's text source hands them: the scores those of the local engine, the problems handed
+    back with the counts, a blank line counted as a row but not scored."""
     from ad_purchase.batch import spark as engine
     from ad_purchase.core import PredictionService
     from ad_purchase.model import load_model
 
     local = tmp_path / "local.parquet"
     assert run(capsys, sources["bad"], "-o", local, "--no-progress", "--rejects", tmp_path / "rejects.csv")[0] == 0
-    text = pacsv.read_csv(sources["bad"], convert_options=pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in pacsv.read_csv(sources["bad"]).column_names}))
-    text = text.append_column(engine.ROW, pa.array(range(1, ROWS + 1), type=pa.int64()))
-    schema = engine._output_schema(load_model(MODEL_DIR), None, None)
-    engine._SERVICES["in-process"] = PredictionService(load_model(MODEL_DIR))
+    header, *lines = sources["bad"].read_text().splitlines()
+    lines.insert(200, "")                                  # a blank line: data row 201
+    model = load_model(MODEL_DIR)
+    plan = engine.Plan("in-process", str(MODEL_DIR), True, tuple(header.split(",")), None, {0: 0}, stop=False,
+                       stamp=(("model_version", "v1"), ("scored_at", "now")))
+    schema = engine._score_schema(model, None, None)
+    engine._SERVICES["in-process"] = PredictionService(model)
+    report = Collected()
     try:
-        out = pa.Table.from_batches(list(engine.score_partition(
-            iter(text.to_batches(max_chunksize=100)), "in-process", str(MODEL_DIR), None, schema)), schema)
+        batches = [pa.record_batch([pa.array(lines[i:i + 100])], names=["value"]) for i in range(0, len(lines), 100)]
+        out = pa.Table.from_batches(list(engine.score_partition(iter(batches), plan, schema, report)), schema)
     finally:
         del engine._SERVICES["in-process"]
-    rejects = out.filter(pc.equal(out.column(engine.STATUS), "reject"))
-    assert list(zip(rejects.column(engine.ROW).to_pylist(), rejects.column("field").to_pylist())) == [
-        (8, "x12"), (151, "x5"), (151, "x20"), (390, "x91")]
-    scored = out.filter(pc.equal(out.column(engine.STATUS), "ok"))
+    scored, set_aside, problems, ipc = report.value[0]
+    assert (scored, set_aside, problems) == (ROWS - 3, 3, 4)
+    rejects = pa.ipc.open_stream(ipc).read_all()
+    assert list(zip(rejects.column("row").to_pylist(), rejects.column("field").to_pylist())) == [
+        (8, "x12"), (151, "x5"), (151, "x20"), (391, "x91")]
     expected = pq.read_table(local)
-    assert scored.column(engine.ROW).to_pylist() == expected.column("row").to_pylist()
-    np.testing.assert_allclose(scored.column("phat").to_numpy(), expected.column("phat").to_numpy(),
+    shifted = [r if r <= 200 else r + 1 for r in expected.column("row").to_pylist()]
+    assert out.column("row").to_pylist() == shifted
+    np.testing.assert_allclose(out.column("phat").to_numpy(), expected.column("phat").to_numpy(),
                                rtol=0, atol=TOLERANCE)
+
+
+def test_a_typed_value_the_statistics_cannot_prove_is_refused_by_the_core_as_locally(capsys, frame, tmp_path):
+    """Parquet doubles that are not model inputs are not read when the file's statistics prove
+    them valid; an infinity (no finite maximum) is read and reaches the decoding core, which
+    refuses it as the local engine does, and the row is set aside."""
+    from ad_purchase.batch import spark as engine
+    from ad_purchase.model import load_model
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    values = [float("inf") if i == 4 else (None if i == 9 else float(i)) for i in range(ROWS)]
+    table = table.set_column(table.schema.get_field_index("x0"), "x0", pa.array(values, type=pa.float64()))
+    source = tmp_path / "typed.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("x1"), "x1", pa.array([1.5] * ROWS)), source)
+    unread = engine._vouched(str(source), load_model(MODEL_DIR).numeric_inputs)
+    assert "x1" in unread and "x0" not in unread
+    local_rejects, spark_rejects = tmp_path / "local-rejects.parquet", tmp_path / "spark-rejects"
+    assert run(capsys, source, "-o", tmp_path / "local.parquet", "--no-progress", "--rejects", local_rejects)[0] == 0
+    status, err = run(capsys, *spark_args(source, tmp_path / "spark", "--rejects", spark_rejects))
+    assert status == 0, err
+    assert "set aside 1 row(s)" in err
+    expected = pq.read_table(local_rejects).to_pylist()
+    assert read_parts(spark_rejects).to_pylist() == expected
+    assert [(r["row"], r["field"]) for r in expected] == [(5, "x0")]
+    got, local = by_row(read_parts(tmp_path / "spark")), pq.read_table(tmp_path / "local.parquet")
+    assert got.column("row").to_pylist() == local.column("row").to_pylist()
+    np.testing.assert_allclose(got.column("phat").to_numpy(), local.column("phat").to_numpy(), rtol=0, atol=TOLERANCE)
+
+
+def test_many_rejects_are_written_by_a_pass_of_their_own(capsys, sources, tmp_path, monkeypatch):
+    """More problems than a partition hands back with the job: the rejects are written by a
+    second pass over the input, and come out the same."""
+    from ad_purchase.batch import spark as engine
+    monkeypatch.setattr(engine, "REJECTS_IN_MEMORY", 1)
+    local_rejects, spark_rejects = tmp_path / "local-rejects.parquet", tmp_path / "spark-rejects"
+    assert run(capsys, sources["bad"], "-o", tmp_path / "l.parquet", "--no-progress", "--rejects", local_rejects)[0] == 0
+    status, err = run(capsys, *spark_args(sources["bad"], tmp_path / "spark", "--rejects", spark_rejects))
+    assert status == 0, err
+    assert "set aside 3 row(s)" in err
+    key = lambda r: (r["row"], r["field"])                               # noqa: E731
+    assert sorted(read_parts(spark_rejects).to_pylist(), key=key) == sorted(pq.read_table(local_rejects).to_pylist(), key=key)
+
+
+def test_a_bad_value_with_an_id_column_still_names_its_data_row(capsys, sources, tmp_path):
+    """With an id column the job numbers no rows; a stop numbers them then, to say where."""
+    status, err = run(capsys, *spark_args(sources["bad"], tmp_path / "spark", "--id-column", "customer"))
+    assert status == score.EXIT_INVALID_INPUT
+    assert "line 9 (data row 8), field x12, value '$1.234,56'" in err and "Traceback" not in err
+
+
+def test_a_small_input_gets_a_one_line_note_and_is_still_scored(capsys, sources, tmp_path):
+    status, err = run(capsys, *spark_args(sources["csv"], tmp_path / "spark"))
+    assert status == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "drop --engine spark" in notes[0]
+    assert f"scored {ROWS:,} rows" in err
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
