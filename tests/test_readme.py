@@ -18,7 +18,7 @@ def shown_after(command: str) -> str:
 
 
 def test_the_readme_is_a_manual_not_a_notebook():
-    assert len(README.encode()) < 20_000           # design notes and sizing live in docs/
+    assert len(README.encode()) < 15_000           # design notes and sizing live in docs/
     headings = re.findall(r"^## (.+)$", README, flags=re.M)
     assert headings[:2] == ["Quickstart", "The API"]
 

@@ -34,7 +34,6 @@ README_PORT = 1313
 # Commands not run (a pattern matched from the start), and why.
 SKIPPED = {
     r"\./run_tests\.sh\s*(#.*)?$": "runs the whole suite, this test among it: it would run itself",
-    r"spark-submit --master yarn ": "needs a YARN cluster and HDFS",
 }
 # Commands that serve until stopped: started in the background, stopped at the end.
 SERVERS = ("./run_api.sh",)

@@ -1,6 +1,6 @@
 """score.py --engine spark on a real Spark standalone cluster: a master and two workers, each
 its own JVM, started by deploy/spark/cluster.sh on loopback, the job sent by spark-submit with
-the packed Python environment, as the README shows.
+the packed Python environment, as docs/operations.md shows.
 
 The executors see neither this checkout nor its virtual environment: the package, the model and
 the Python environment travel with the job.  The scores must equal the local engine's to 1e-12,
