@@ -216,7 +216,8 @@ def test_a_piece_parsed_in_blocks_is_the_batch_one_block_gives(model, sources, f
         source = tmp_path / "odd.csv"
         odd.to_csv(source, index=False)
     reader = files.Source(source, "customer", inputs=model.numeric_inputs)
-    piece = next(files._pieces(source, 16 << 20))                # the whole file in one piece
+    with open(source, "rb", buffering=0) as handle:              # the whole file in one piece
+        piece = next(files._pieces(handle, reader.header_bytes, size=16 << 20))
     monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 1 << 40)
     whole, whole_typed, _ = reader._read_piece(piece)
     monkeypatch.setattr(csv_codec, "PARSE_BLOCK_BYTES", 8 * 1024)

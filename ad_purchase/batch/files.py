@@ -13,6 +13,7 @@ import math
 import os
 import queue
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ from ..codecs.csv_codec import CSV_WRITE_OPTIONS, HeaderError, first_bad_utf8_li
     unreadable, without_blank_lines
 from ..core.decoding import check_fields
 from ..schema import FIELDS, PLAIN_FIELDS, InputError, Problem
+from .storage import Location
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # CSV pieces: larger ones spread each batch's fixed costs (a reader call, the checks' calls) over
@@ -60,28 +62,45 @@ class Batch:
 _TYPED_PLAIN = frozenset(PLAIN_FIELDS)     # what a typed CSV piece or Parquet statistics can vouch for
 
 
+@dataclass(frozen=True)
+class Part:
+    """A share of one file, read on its own (by a Spark task): the CSV lines that start at byte
+    offsets in [start, end), or the Parquet row groups `groups`; `rows_before` data rows
+    precede it in the file (the numbering of its rows)."""
+
+    start: int = 0
+    end: int = 0
+    groups: tuple[int, ...] = ()
+    rows_before: int = 0
+
+
 class Source:
     """The records of a CSV or Parquet file, batch by batch; `id_column` (optional) and `extra`
     columns (the training target) are read too.  `inputs`: the fields whose values the caller
-    needs (the model's numeric inputs), always read."""
+    needs (the model's numeric inputs), always read.  `threads`: the cores it may keep busy
+    (default: the machine's)."""
 
-    def __init__(self, path: Path, id_column: str | None = None, inputs: Iterable[str] = (),
-                 extra: Sequence[str] = (), text_by_default: bool = False) -> None:
+    def __init__(self, path: Path | Location, id_column: str | None = None, inputs: Iterable[str] = (),
+                 extra: Sequence[str] = (), text_by_default: bool = False, threads: int | None = None) -> None:
         """`text_by_default`: a file whose name does not say Parquet is read as CSV."""
-        self.path, self.id_column = Path(path), id_column
+        self.location = path if isinstance(path, Location) else Location.of(path)
+        self.path, self.id_column = Path(path) if not isinstance(path, Location) else path, id_column
         self.inputs = frozenset(inputs)
-        self.format = ("csv" if FORMATS.get(self.path.suffix.lower()) != "parquet" else "parquet") \
-            if text_by_default else file_format(self.path)
+        self.threads = threads or machine_cores()
+        suffix = Path(self.location.path).suffix.lower()
+        self.format = ("csv" if FORMATS.get(suffix) != "parquet" else "parquet") \
+            if text_by_default else file_format(Path(self.location.path))
         self.also = [*([id_column] if id_column else []), *extra]
         self.columns = [*FIELDS, *self.also]
         self._parquet_file = self._open_parquet() if self.format == "parquet" else None
+        self.header_bytes = 0                          # a CSV's header line, with its line break
         self.names = self._names()
         check_fields(self.names, f"{self.path}: the file", self.also)
 
     def _open_parquet(self) -> pq.ParquetFile:
         # Opened once: a Parquet footer, parsed, can take tens of megabytes.
         try:
-            return pq.ParquetFile(self.path, pre_buffer=False, buffer_size=PARQUET_READ_BYTES)
+            return self.location.parquet(pre_buffer=False, buffer_size=PARQUET_READ_BYTES)
         except pa.ArrowException as exc:
             raise InputError(Problem.MALFORMED_CSV, f"{self.path}: cannot be read as Parquet: {_first_line(exc)}") \
                 from None
@@ -89,8 +108,8 @@ class Source:
     def _names(self) -> list[str]:
         if self._parquet_file is not None:
             return self._parquet_file.schema_arrow.names
-        with open(self.path, "rb") as handle:
-            line = handle.readline()
+        line = self.location.first_line()
+        self.header_bytes = len(line)
         try:
             names = header_names(line)
         except HeaderError as exc:
@@ -106,8 +125,19 @@ class Source:
         """How many records there are, when the file says so cheaply (Parquet's footer)."""
         return self._parquet_file.metadata.num_rows if self._parquet_file is not None else None
 
+    @property
+    def parquet_metadata(self) -> pq.FileMetaData | None:
+        return self._parquet_file.metadata if self._parquet_file is not None else None
+
     def __iter__(self) -> Iterator[Batch]:
-        return self._parquet() if self.format == "parquet" else self._csv()
+        return self.read()
+
+    def read(self, part: Part | None = None) -> Iterator[Batch]:
+        """The whole file's records, or those of one part of it."""
+        if self.format == "parquet":
+            groups = part.groups if part is not None else range(self._parquet_file.metadata.num_row_groups)
+            return self._parquet(groups, part.rows_before if part is not None else 0)
+        return self._csv(part)
 
     def _read_piece(self, piece: pa.Buffer) -> tuple[pa.RecordBatch | None, bool, Exception | None]:
         try:
@@ -116,47 +146,60 @@ class Source:
             return None, False, exc
         return records, typed, None
 
-    def _csv(self) -> Iterator[Batch]:
-        done = 0
+    def _parsed(self, pieces: Iterator[pa.Buffer]) -> Iterator[tuple[pa.Buffer, tuple]]:
+        """Each piece with what _read_piece makes of it, in order."""
+        if self.threads == 1:                      # one core: no thread to hand the work to
+            for piece in pieces:
+                yield piece, self._read_piece(piece)
+            return
         pending: collections.deque = collections.deque()
         # Pieces parsed side by side, a thread per core (pyarrow releases the GIL), and each piece
         # is one batch, with no chunks to join.  At most PIECES_IN_HAND pieces are held.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(machine_cores(), PIECES_IN_HAND)) as pool:
-            for piece in itertools.chain(_pieces(self.path, CSV_BLOCK_BYTES), [None]):
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.threads, PIECES_IN_HAND)) as pool:
+            for piece in itertools.chain(pieces, [None]):
                 if piece is not None:
                     pending.append((piece, pool.submit(self._read_piece, piece)))
                     if len(pending) < PIECES_IN_HAND:
                         continue
                 while pending and (piece is None or len(pending) >= PIECES_IN_HAND):
                     data, future = pending.popleft()
-                    records, typed, error = future.result()
-                    if error is not None:
-                        raise InputError(Problem.MALFORMED_CSV, self._csv_problem(data, error, done))
-                    rows = np.arange(done + 1, done + 1 + records.num_rows, dtype=np.int64)
-                    done += records.num_rows
-                    # A blank line is skipped, but counted, so that a data row's number stays its
-                    # line in the file less the header.
-                    records, rows = without_blank_lines(data, records, rows)
-                    if records.num_rows:
-                        yield Batch(records, rows, _TYPED_PLAIN if typed else frozenset())
+                    yield data, future.result()
+
+    def _csv(self, part: Part | None) -> Iterator[Batch]:
+        done = part.rows_before if part is not None else 0
+        with self.location.open() as handle:
+            for data, (records, typed, error) in self._parsed(_pieces(handle, self.header_bytes, part)):
+                if error is not None:
+                    raise InputError(Problem.MALFORMED_CSV, self._csv_problem(data, error, done))
+                if part is not None and records.num_rows != _lines_in(data):
+                    # A part's rows were numbered by counting line breaks (Part.rows_before).
+                    raise InputError(Problem.MALFORMED_CSV, f"{self.path}: near data row {done + 1}, a quoted "
+                                                            "value holds a line break, which a share of the file "
+                                                            "cannot be cut around: score this file with the "
+                                                            "local engine")
+                rows = np.arange(done + 1, done + 1 + records.num_rows, dtype=np.int64)
+                done += records.num_rows
+                # A blank line is skipped, but counted, so that a data row's number stays its
+                # line in the file less the header.
+                records, rows = without_blank_lines(data, records, rows)
+                if records.num_rows:
+                    yield Batch(records, rows, _TYPED_PLAIN if typed else frozenset())
 
     def _csv_problem(self, piece: pa.Buffer, exc: pa.ArrowInvalid, done: int) -> str:
         """Why a piece cannot be read, with the data row where the reader says it fails."""
         text = str(exc)
         if "UTF8" in text or "UTF-8" in text:
-            with open(self.path, "rb") as handle:
-                return f"{self.path}: line {first_bad_utf8_line(handle)} is not valid UTF-8"
+            return f"{self.path}: line {first_bad_utf8_line(self.location.lines())} is not valid UTF-8"
         row, why = unreadable(piece, exc, self.names, self.columns)
         where = f"data row {done + row}" if row is not None else f"after data row {done}"
         return f"{self.path}: {where} cannot be read as CSV: {why}"
 
-    def _parquet(self) -> Iterator[Batch]:
+    def _parquet(self, groups: Iterable[int], done: int) -> Iterator[Batch]:
         """Row groups in runs that need the same columns: a plain field whose column statistics
         prove it valid in a row group is not read there at all (see _vouched_by_statistics)."""
-        done = 0
         metadata = self._parquet_file.metadata
         runs: list[tuple[frozenset[str], list[int]]] = []
-        for group in range(metadata.num_row_groups):
+        for group in groups:
             vouched = _vouched_by_statistics(self._parquet_file.schema_arrow, metadata.row_group(group)) - self.inputs
             if runs and runs[-1][0] == vouched:
                 runs[-1][1].append(group)
@@ -165,7 +208,7 @@ class Source:
         for vouched, groups in runs:
             columns = [name for name in self.columns if name not in vouched or name == self.id_column]
             batches = self._parquet_file.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups,
-                                                      columns=columns)
+                                                      columns=columns, use_threads=self.threads > 1)
             while True:
                 try:
                     records = next(batches)
@@ -207,32 +250,88 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
-def _pieces(path: Path, size: int) -> Iterator[pa.Buffer]:
-    """The records of a CSV (the header line left out) in pieces of about `size` bytes, each cut
-    after a line break that is not inside a quoted value (an even number of quotes before it).
-    Each piece is read on its own (a record cut off at its end is read again with the next), so
-    memory holds a few pieces whatever the file's size."""
+def _pieces(handle, header_bytes: int, part: Part | None = None, size: int | None = None) -> Iterator[pa.Buffer]:
+    """The records of a CSV (the header line left out), or of one part of it, in pieces of about
+    `size` bytes, each cut after a line break that is not inside a quoted value (an even number
+    of quotes before it).  Each piece is read on its own (a record cut off at its end is read
+    again with the next), so memory holds a few pieces whatever the file's size."""
+    size = size or CSV_BLOCK_BYTES
     quotes = np.empty(size, dtype=bool)                    # scratch for _last_cut
-    with open(path, "rb") as handle:
-        start = len(handle.readline())                     # the header, read by Source._names
-        end_of_file = os.fstat(handle.fileno()).st_size
-        while start < end_of_file:
-            buffer = bytearray(size)
-            length = os.preadv(handle.fileno(), [buffer], start)
-            while True:
-                if start + length >= end_of_file:
-                    cut = length - 1
-                else:
-                    if len(quotes) < length:
-                        quotes = np.empty(length, dtype=bool)
-                    cut = _last_cut(buffer, length, quotes)
-                if cut != -1:
-                    break
-                # One record longer than the piece: read on into a larger buffer.
-                buffer.extend(bytes(size))
-                length += os.preadv(handle.fileno(), [memoryview(buffer)[length:]], start + length)
-            yield pa.py_buffer(memoryview(buffer)[:cut + 1])
-            start += cut + 1
+    end_of_file = _size(handle)
+    start, stop = header_bytes, end_of_file
+    if part is not None:                                   # the lines that start within the part
+        start, stop = _line_start(handle, max(part.start, header_bytes)), _line_start(handle, part.end)
+    while start < stop:
+        buffer = bytearray(min(size, stop - start))
+        length = _read_at(handle, buffer, start)
+        while True:
+            if start + length >= stop:
+                cut = length - 1
+            else:
+                if len(quotes) < length:
+                    quotes = np.empty(length, dtype=bool)
+                cut = _last_cut(buffer, length, quotes)
+            if cut != -1:
+                break
+            # One record longer than the piece: read on into a larger buffer.
+            buffer.extend(bytes(min(size, stop - start - length)))
+            length += _read_at(handle, memoryview(buffer)[length:], start + length)
+        yield pa.py_buffer(memoryview(buffer)[:cut + 1])
+        start += cut + 1
+
+
+def _size(handle) -> int:
+    return handle.size() if hasattr(handle, "size") else os.fstat(handle.fileno()).st_size
+
+
+def _read_at(handle, into, offset: int) -> int:
+    """Fill `into` from `offset` (less at the end of the file); the bytes read."""
+    handle.seek(offset)
+    view, done = memoryview(into), 0
+    while done < len(view):
+        got = handle.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
+def _line_start(handle, offset: int, step: int = 1 << 16) -> int:
+    """The first offset at or after `offset` where a line starts (the end of the file if none)."""
+    end_of_file = _size(handle)
+    if offset <= 0 or offset >= end_of_file:
+        return min(max(offset, 0), end_of_file)
+    scratch = bytearray(step)
+    at = offset - 1                                        # a line starts after a line break
+    while at < end_of_file:
+        length = _read_at(handle, scratch, at)
+        found = scratch.find(b"\n", 0, length)
+        if found != -1:
+            return at + found + 1
+        at += length
+    return end_of_file
+
+
+def lines_starting_within(handle, start: int, end: int, step: int = 1 << 22) -> int:
+    """How many lines start at offsets in [start, end) (start > 0): the line breaks in
+    [start - 1, end - 1).  A part's row count, without parsing it."""
+    end = min(end, _size(handle))
+    lines, at = 0, start - 1
+    scratch = bytearray(step)
+    while at < end - 1:
+        length = _read_at(handle, memoryview(scratch)[:min(step, end - 1 - at)], at)
+        if not length:
+            break
+        lines += _lines_in(memoryview(scratch)[:length], ends=False)
+        at += length
+    return lines
+
+
+def _lines_in(data, ends: bool = True) -> int:
+    """Line breaks in `data`, plus one for a last line without one when `ends`."""
+    codes = np.frombuffer(data, dtype=np.uint8)
+    breaks = int(np.count_nonzero(codes == ord("\n")))
+    return breaks + (1 if ends and len(codes) and codes[-1] != ord("\n") else 0)
 
 
 def _last_cut(data: bytearray, length: int, quotes: np.ndarray) -> int:
@@ -249,22 +348,29 @@ def _last_cut(data: bytearray, length: int, quotes: np.ndarray) -> int:
 
 
 class Sink:
-    """Record batches written to a CSV or Parquet file that appears only when `commit` is called."""
+    """Record batches written to a CSV or Parquet file that appears only when `commit` is called:
+    written under a name of its own beside the target, renamed at the end."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.format = file_format(self.path)
-        self._staged = Staged(self.path)
-        self.temporary = str(self._staged.path)
+    def __init__(self, path: Path | Location) -> None:
+        self.location = path if isinstance(path, Location) else Location.of(path)
+        self.path = self.location if isinstance(path, Location) else Path(path)
+        self.format = file_format(Path(self.location.path))
+        if self.location.local:
+            self._staged = Staged(self.location.path)
+            self.temporary = Location.of(str(self._staged.path))
+        else:                                          # another file system: no temporary files there
+            self._staged = None
+            self.temporary = self.location.beside(f".{Path(self.location.path).name}.{uuid.uuid4().hex}.partial")
         self._writer = None
         self.rows = 0
 
     def write(self, records: pa.RecordBatch) -> None:
         if self._writer is None:
+            target = self.temporary.path if self.temporary.local else self.temporary.output_stream()
             if self.format == "parquet":
-                self._writer = pq.ParquetWriter(self.temporary, records.schema, compression="zstd")
+                self._writer = pq.ParquetWriter(target, records.schema, compression="zstd")
             else:
-                self._writer = pacsv.CSVWriter(self.temporary, records.schema, write_options=CSV_WRITE_OPTIONS)
+                self._writer = pacsv.CSVWriter(target, records.schema, write_options=CSV_WRITE_OPTIONS)
         self._writer.write_batch(records)
         self.rows += records.num_rows
 
@@ -276,14 +382,20 @@ class Sink:
     def commit(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        self._staged.commit()
+        if self._staged is not None:
+            self._staged.commit()
+        else:
+            self.temporary.move_to(self.location)
 
     def discard(self) -> None:
         try:
             if self._writer is not None:
                 self._writer.close()
         finally:
-            self._staged.discard()
+            if self._staged is not None:
+                self._staged.discard()
+            else:
+                self.temporary.delete()
 
 
 def read_ahead(batches: Iterator, depth: int = 2) -> Iterator:
