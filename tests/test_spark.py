@@ -157,21 +157,14 @@ def test_typed_parquet_in_and_csv_text_give_the_same_scores(capsys, frame, sourc
                                rtol=0, atol=TOLERANCE)
 
 
-class Collected:
-    """What an accumulator gathers, in process."""
-
-    def __init__(self):
-        self.value = {}
-
-    def add(self, report):
-        self.value.update(report)
-
-
-def test_the_executor_function_parses_lines_scores_and_sets_aside_like_the_local_engine(capsys, sources, tmp_path):
-    """score_partition, what every executor runs, called here on batches of CSV lines as
-    Spark's text source hands them: the scores those of the local engine, the problems handed
-    back with the counts, a blank line counted as a row but not scored."""
+def test_the_task_function_numbers_scores_and_sets_aside_like_the_local_engine(capsys, sources, tmp_path):
+    """score_share, what every task runs, called here in process on two shares of a CSV with a
+    blank line: the parts hold the local engine's scores and rejects, the blank line is counted
+    as a row but not scored, and the counts come back with the share."""
     from ad_purchase.batch import spark as engine
+    from ad_purchase.batch.local import no_rejects, no_scores
+    from ad_purchase.batch.shares import Share, count_lines, numbered
+    from ad_purchase.batch.files import Part, Source
     from ad_purchase.core import PredictionService
     from ad_purchase.model import load_model
 
@@ -179,22 +172,29 @@ def test_the_executor_function_parses_lines_scores_and_sets_aside_like_the_local
     assert run(capsys, sources["bad"], "-o", local, "--no-progress", "--rejects", tmp_path / "rejects.csv")[0] == 0
     header, *lines = sources["bad"].read_text().splitlines()
     lines.insert(200, "")                                  # a blank line: data row 201
+    source = tmp_path / "blank.csv"
+    source.write_text("\n".join([header, *lines]) + "\n")
     model = load_model(MODEL_DIR)
-    plan = engine.Plan("in-process", str(MODEL_DIR), True, tuple(header.split(",")), None, {0: 0}, stop=False,
-                       stamp=(("model_version", "v1"), ("scored_at", "now")))
-    schema = engine._score_schema(model, None, None)
+    stamp = (("model_version", "v1"), ("scored_at", "now"))
+    start, end = Source(source).header_bytes, source.stat().st_size
+    two = [Share(0, str(source), Part(start=start, end=(start + end) // 2), None, numbered=False),
+           Share(1, str(source), Part(start=(start + end) // 2, end=end), None, numbered=False)]
+    shares = numbered(two, dict(count_lines(share) for share in two))
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "rejects").mkdir()
+    job = engine.Plan("in-process", str(MODEL_DIR), None, str(tmp_path / "scores"), no_scores(model, "row", dict(stamp)),
+                      str(tmp_path / "rejects"), no_rejects("row", pa.int64()), stamp)
     engine._SERVICES["in-process"] = PredictionService(model)
-    report = Collected()
     try:
-        batches = [pa.record_batch([pa.array(lines[i:i + 100])], names=["value"]) for i in range(0, len(lines), 100)]
-        out = pa.Table.from_batches(list(engine.score_partition(iter(batches), plan, schema, report)), schema)
+        reports = [engine.score_share(share, job) for share in shares]
     finally:
         del engine._SERVICES["in-process"]
-    scored, set_aside, problems, ipc = report.value[0]
-    assert (scored, set_aside, problems) == (ROWS - 3, 3, 4)
-    rejects = pa.ipc.open_stream(ipc).read_all()
+    assert sum(r[1] for r in reports) == ROWS - 3 and sum(r[2] for r in reports) == 3
+    assert sum(r[3] for r in reports) == 4 and all(r[1] for r in reports)
+    rejects = read_parts(tmp_path / "rejects").sort_by("row")
     assert list(zip(rejects.column("row").to_pylist(), rejects.column("field").to_pylist())) == [
         (8, "x12"), (151, "x5"), (151, "x20"), (391, "x91")]
+    out = by_row(read_parts(tmp_path / "scores"))
     expected = pq.read_table(local)
     shifted = [r if r <= 200 else r + 1 for r in expected.column("row").to_pylist()]
     assert out.column("row").to_pylist() == shifted
@@ -206,15 +206,11 @@ def test_a_typed_value_the_statistics_cannot_prove_is_refused_by_the_core_as_loc
     """Parquet doubles that are not model inputs are not read when the file's statistics prove
     them valid; an infinity (no finite maximum) is read and reaches the decoding core, which
     refuses it as the local engine does, and the row is set aside."""
-    from ad_purchase.batch import spark as engine
-    from ad_purchase.model import load_model
     table = pa.Table.from_pandas(frame, preserve_index=False)
     values = [float("inf") if i == 4 else (None if i == 9 else float(i)) for i in range(ROWS)]
     table = table.set_column(table.schema.get_field_index("x0"), "x0", pa.array(values, type=pa.float64()))
     source = tmp_path / "typed.parquet"
     pq.write_table(table.set_column(table.schema.get_field_index("x1"), "x1", pa.array([1.5] * ROWS)), source)
-    unread = engine._vouched(str(source), load_model(MODEL_DIR).numeric_inputs)
-    assert "x1" in unread and "x0" not in unread
     local_rejects, spark_rejects = tmp_path / "local-rejects.parquet", tmp_path / "spark-rejects"
     assert run(capsys, source, "-o", tmp_path / "local.parquet", "--no-progress", "--rejects", local_rejects)[0] == 0
     status, err = run(capsys, *spark_args(source, tmp_path / "spark", "--rejects", spark_rejects))
@@ -228,18 +224,61 @@ def test_a_typed_value_the_statistics_cannot_prove_is_refused_by_the_core_as_loc
     np.testing.assert_allclose(got.column("phat").to_numpy(), local.column("phat").to_numpy(), rtol=0, atol=TOLERANCE)
 
 
-def test_many_rejects_are_written_by_a_pass_of_their_own(capsys, sources, tmp_path, monkeypatch):
-    """More problems than a partition hands back with the job: the rejects are written by a
-    second pass over the input, and come out the same."""
-    from ad_purchase.batch import spark as engine
-    monkeypatch.setattr(engine, "REJECTS_IN_MEMORY", 1)
-    local_rejects, spark_rejects = tmp_path / "local-rejects.parquet", tmp_path / "spark-rejects"
-    assert run(capsys, sources["bad"], "-o", tmp_path / "l.parquet", "--no-progress", "--rejects", local_rejects)[0] == 0
-    status, err = run(capsys, *spark_args(sources["bad"], tmp_path / "spark", "--rejects", spark_rejects))
+def test_a_file_cut_into_many_shares_loses_and_repeats_no_row(capsys, sources, tmp_path, monkeypatch):
+    """Shares of 5,000 bytes (a few lines each, most cut mid-line) over a file with Windows line
+    ends, blank lines and no line break at its end: the scores and rejects are the local
+    engine's, row for row."""
+    from ad_purchase.batch import shares
+    monkeypatch.setattr(shares, "MIN_SHARE_BYTES", 1)
+    monkeypatch.setattr(shares, "MAX_SHARE_BYTES", 5_000)
+    header, *lines = sources["bad"].read_text().splitlines()
+    lines[100:100] = ["", ""]
+    source = tmp_path / "crlf.csv"
+    source.write_bytes("\r\n".join([header, *lines]).encode())
+    local_out, local_rejects = tmp_path / "local.parquet", tmp_path / "local-rejects.parquet"
+    assert run(capsys, source, "-o", local_out, "--no-progress", "--rejects", local_rejects)[0] == 0
+    status, err = run(capsys, *spark_args(source, tmp_path / "spark", "--rejects", tmp_path / "spark-rejects"))
     assert status == 0, err
-    assert "set aside 3 row(s)" in err
+    assert len(list((tmp_path / "spark").glob("part-*.parquet"))) > 50
+    assert by_row(read_parts(tmp_path / "spark")).equals(pq.read_table(local_out).drop(["scored_at"]).append_column(
+        "scored_at", by_row(read_parts(tmp_path / "spark")).column("scored_at")))
     key = lambda r: (r["row"], r["field"])                               # noqa: E731
-    assert sorted(read_parts(spark_rejects).to_pylist(), key=key) == sorted(pq.read_table(local_rejects).to_pylist(), key=key)
+    assert sorted(read_parts(tmp_path / "spark-rejects").to_pylist(), key=key) == \
+        sorted(pq.read_table(local_rejects).to_pylist(), key=key)
+
+
+def test_a_quoted_line_break_is_refused_where_shares_are_cut(capsys, frame, tmp_path, monkeypatch):
+    from ad_purchase.batch import shares
+    monkeypatch.setattr(shares, "MIN_SHARE_BYTES", 1)
+    monkeypatch.setattr(shares, "MAX_SHARE_BYTES", 20_000)
+    quoted = frame.copy()
+    quoted.loc[120, "customer"] = "two\nlines"
+    quoted.to_csv(tmp_path / "quoted.csv", index=False)
+    status, err = run(capsys, *spark_args(tmp_path / "quoted.csv", tmp_path / "out"))
+    assert status == score.EXIT_INVALID_INPUT
+    assert "quoted value holds a line break" in err and "local engine" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_files_is_scored_as_one_input_numbered_across_its_files(capsys, frame, sources, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frame.head(150).to_csv(folder / "a.csv", index=False)
+    frame.iloc[150:].to_csv(folder / "b.csv", index=False)
+    (folder / "_SUCCESS").write_text("")                    # a writer's marker: not read
+    status, err = run(capsys, *spark_args(folder, tmp_path / "out"))
+    assert status == 0, err
+    assert run(capsys, sources["csv"], "-o", tmp_path / "local.parquet", "--no-progress")[0] == 0
+    got, expected = by_row(read_parts(tmp_path / "out")), pq.read_table(tmp_path / "local.parquet")
+    assert got.column("row").to_pylist() == expected.column("row").to_pylist()
+    np.testing.assert_allclose(got.column("phat").to_numpy(), expected.column("phat").to_numpy(), rtol=0,
+                               atol=TOLERANCE)
+    bad = frame.iloc[150:].copy()
+    bad.loc[160, "x5"] = "funday"                         # the second file's 11th data row
+    bad.to_csv(folder / "b.csv", index=False)
+    status, err = run(capsys, *spark_args(folder, tmp_path / "out2"))
+    assert status == score.EXIT_INVALID_INPUT
+    assert f"{folder / 'b.csv'}: line 12 (data row 11), field x5, value 'funday'" in err
 
 
 def test_a_bad_value_with_an_id_column_still_names_its_data_row(capsys, sources, tmp_path):
