@@ -281,6 +281,22 @@ def test_a_folder_of_files_is_scored_as_one_input_numbered_across_its_files(caps
     assert f"{folder / 'b.csv'}: line 12 (data row 11), field x5, value 'funday'" in err
 
 
+def test_a_task_that_fails_otherwise_is_named_in_one_line_and_nothing_is_written(capsys, sources, tmp_path,
+                                                                               monkeypatch):
+    """Not a bad value: a task's own error (here a part it cannot write) fails the job with the
+    error's line, exit status 1, and no output."""
+    from ad_purchase.batch import spark as engine
+
+    def cannot_write(share, plan, cores=1):
+        raise PermissionError(13, "Permission denied", f"part-{share.index:05d}.parquet")
+    monkeypatch.setattr(engine, "score_share", cannot_write)     # shipped to the workers with the job
+    status, err = run(capsys, *spark_args(sources["csv"], tmp_path / "out"))
+    assert status == 1
+    assert "error: the Spark job failed: PermissionError: [Errno 13] Permission denied: 'part-0000" in err
+    assert "no output was written" in err and not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_a_bad_value_with_an_id_column_still_names_its_data_row(capsys, sources, tmp_path):
     """With an id column the job numbers no rows; a stop numbers them then, to say where."""
     status, err = run(capsys, *spark_args(sources["bad"], tmp_path / "spark", "--id-column", "customer"))

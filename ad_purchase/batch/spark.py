@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import sys
 import tempfile
@@ -53,6 +54,11 @@ SMALL_JOB_ROWS = 1_500_000
 CSV_BYTES_PER_ROW = 1_200       # the client's rows, as written to CSV (for the estimate above)
 
 _SERVICES: dict[str, PredictionService] = {}   # per executor process: the model, loaded once
+
+
+class JobFailed(Exception):
+    """The job failed for a reason other than the input's values (a task's error, a lost
+    cluster): the message says why."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,9 @@ def run(args) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             shipped = _ship(context, model_dir.resolve(), Path(scratch))
             rows, set_aside = _score(context, sources, shipped, model_dir.resolve(), model, args)
+    except JobFailed as exc:
+        print(f"error: the Spark job failed: {exc}\nerror: no output was written", file=sys.stderr)
+        return 1
     finally:
         context.stop()
     seconds = time.perf_counter() - started
@@ -281,7 +290,7 @@ def _score(context, sources: list[Source], shipped: str, model_dir: Path, model:
         except Exception as exc:                          # noqa: BLE001  (a stop from an executor, or not)
             stop = _stopped(exc)
             if stop is None:
-                raise Stopped(f"{args.input}: {_java_reason(exc)}") from None
+                raise JobFailed(_failure(exc)) from None
             raise Stopped(stop["message"] or _explain(shares[stop["share"]], shares, job, model)) from None
         rows, set_aside = sum(r[1] for r in reports), sum(r[2] for r in reports)
         if not rows and not set_aside:
@@ -330,10 +339,12 @@ def _stopped(exc: BaseException) -> dict | None:
         return None
 
 
-def _java_reason(exc) -> str:
-    """The innermost message of a Java exception, on one line."""
-    cause, message = getattr(exc, "java_exception", None), str(exc)
-    while cause is not None:
-        message = str(cause.getMessage() or message)
-        cause = cause.getCause()
-    return message.strip().splitlines()[0][:300] if message.strip() else "the Spark job failed"
+def _failure(exc: BaseException) -> str:
+    """Why a task failed other than at a bad value, in one line: the Python exception the task
+    raised (the last line of its traceback, within Spark's report), else Spark's first line."""
+    text = str(exc)
+    raised = re.findall(r"^(\w+(?:Error|Exception|Exit|Interrupt)\b.*)$", text, flags=re.MULTILINE)
+    if raised:
+        return raised[-1][:300]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__

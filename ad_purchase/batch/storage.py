@@ -24,7 +24,7 @@ SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3"}
 SUCCESS = "_SUCCESS"
 
 
-class StorageError(Exception):
+class StorageError(OSError):
     """A location that cannot be reached or read; the message says which and why."""
 
 
