@@ -4,7 +4,7 @@ Rows travel one way through the package, whichever way they came in:
 
     bytes --codecs--> raw columns --core.decoding--> Columns --core.prediction--> Prediction --codecs--> bytes
                                                                                     \--> monitoring
-    (JSON and CSV requests, CSV and Parquet files, Spark partitions and training files all
+    (JSON and CSV requests, CSV and Parquet files, Spark tasks' shares and training files all
      reach the model through the same decoding core and the same prediction service)
 
     schema/      the one definition of the input: fields, levels, how values are written,

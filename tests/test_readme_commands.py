@@ -37,7 +37,7 @@ SKIPPED = {
 }
 # Commands that serve until stopped: started in the background, stopped at the end.
 SERVERS = ("./run_api.sh",)
-NEEDS_JAVA = "--engine spark"            # runs where a Java runtime is installed, as CI installs one
+NEEDS_JAVA = ("--engine spark", "deploy/spark/")   # run where a Java runtime is, as CI installs one
 COMMAND_SECONDS = 600
 STARTUP_SECONDS = 300                    # ./run_api.sh first refreshes the venv (pip)
 STOP_SECONDS = 40
@@ -80,7 +80,7 @@ def skip_reason(command: str) -> str | None:
     for pattern, reason in SKIPPED.items():
         if re.match(pattern, command):
             return reason
-    if NEEDS_JAVA in command and shutil.which("java") is None:
+    if any(marker in command for marker in NEEDS_JAVA) and shutil.which("java") is None:
         return "needs a Java runtime (Java 17) for Spark"
     return None
 

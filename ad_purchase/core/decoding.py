@@ -5,7 +5,8 @@ Every way in hands the core raw columns, one per field, and gets back Columns or
     JSON request    typed floats msgspec read, or the values as sent  --+
     CSV request     Arrow arrays (pyarrow's CSV reader)                  |
     CSV, Parquet    Arrow record batches                                 +--> Decoder --> Columns
-    Spark           Arrow record batches (mapInArrow)                    |             \-> problems
+    Spark tasks     Arrow record batches (the same file reader, a share  |             \-> problems
+                    of the file each)                                    |
     training data   Arrow record batches (the same file reader)        --+
 
 A raw column is an Arrow array (text, numbers, or nulls), a float64 numpy array (numbers a reader
