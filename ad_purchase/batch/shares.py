@@ -54,7 +54,7 @@ def plan(sources: list[Source], cores: int) -> list[Share]:
     shares: list[Share] = []
     rows_before_file = 0
     for source, size in zip(sources, sizes):
-        uri = str(source.location)
+        uri = source.location.address
         if source.format == "parquet":
             for groups, first_row in _group_runs(source, share_bytes):
                 shares.append(Share(len(shares), uri, Part(groups=groups, rows_before=first_row), rows_before_file))

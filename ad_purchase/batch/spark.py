@@ -274,9 +274,9 @@ def _score(context, sources: list[Source], shipped: str, model_dir: Path, model:
     if args.rejects:
         outputs.append(PartFolder(Location.of(args.rejects)))
     try:
-        job = Plan(shipped, str(model_dir), args.id_column, outputs[0].where.uri,
+        job = Plan(shipped, str(model_dir), args.id_column, outputs[0].where.address,
                    no_scores(model, id_name, stamp, id_type),
-                   outputs[1].where.uri if args.rejects else None, no_rejects(id_name, id_type) if args.rejects else None,
+                   outputs[1].where.address if args.rejects else None, no_rejects(id_name, id_type) if args.rejects else None,
                    tuple(stamp.items()), args.chunk_rows)
 
         def scoring(shares, job=job):

@@ -9,6 +9,7 @@ speed); anything else goes through pyarrow's file system for its scheme.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -45,8 +46,8 @@ class Location:
     @classmethod
     def of(cls, uri: str | Path) -> "Location":
         uri = str(uri)
-        if _is_local(uri):
-            return cls(uri, urlparse(uri).path if uri.startswith("file:") else uri)
+        if _is_local(uri):                  # absolute: an executor's working folder is not the driver's
+            return cls(uri, os.path.abspath(urlparse(uri).path if uri.startswith("file:") else uri))
         scheme = urlparse(uri).scheme
         known = SCHEME_ALIASES.get(scheme, scheme) + uri[len(scheme):]
         try:
@@ -58,6 +59,11 @@ class Location:
     @property
     def local(self) -> bool:
         return self.filesystem is None
+
+    @property
+    def address(self) -> str:
+        """What names this file in any process on any machine that sees it (a task's, say)."""
+        return self.path if self.local else self.uri
 
     def __str__(self) -> str:
         return self.uri
