@@ -142,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.rounds} interleaved rounds")
         say(f"-- the check ({HEAD_ROWS * 20:,} rows)")
         check(HEAD_ROWS * 20, scratch)
+        for kind in ("csv", "parquet"):           # every case reads files the system has cached
+            for rows in (HEAD_ROWS, args.rows):
+                with open(source(kind, rows), "rb") as handle:
+                    while handle.read(1 << 24):
+                        pass
         names = list(CASES)
         for number in range(args.rounds):
             order = names[number % len(names):] + names[:number % len(names)]
