@@ -84,7 +84,8 @@ class Source:
                  extra: Sequence[str] = (), text_by_default: bool = False, threads: int | None = None) -> None:
         """`text_by_default`: a file whose name does not say Parquet is read as CSV."""
         self.location = path if isinstance(path, Location) else Location.of(path)
-        self.path, self.id_column = Path(path) if not isinstance(path, Location) else path, id_column
+        self.path = path if isinstance(path, Location) else Path(path)     # as messages name it
+        self.id_column = id_column
         self.inputs = frozenset(inputs)
         self.threads = threads or machine_cores()
         suffix = Path(self.location.path).suffix.lower()
