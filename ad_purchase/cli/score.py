@@ -13,7 +13,7 @@ A bad value stops the run (exit 2) with the data row, field and value, and nothi
 output goes to a temporary file beside the target that is renamed only at the end.  With
 --rejects PATH, rows with bad values are written there instead (one line per problem: the id,
 field, value and why) and every other row is scored.  With --engine spark the same scoring
-core runs as a Spark job and writes directories of Parquet part files.
+core runs in Spark's tasks, each scoring a share of the input into a Parquet part file.
 """
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ EXIT_IO = 1
 def parse_args(argv: list[str] | None, prog: str = "score.py") -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="CSV or Parquet file with the fields x0..x99 (with --engine spark: any "
-                                      "path Spark reads)")
+    parser.add_argument("input", help="CSV or Parquet file with the fields x0..x99 (with --engine spark: a file "
+                                      "or folder, a path every executor sees or a URI: hdfs://, s3://, gs://, abfs://)")
     parser.add_argument("-o", "--output", required=True, help="CSV or Parquet file to write the scores to "
-                                                              "(with --engine spark: a directory)")
+                                                              "(with --engine spark: a folder of Parquet parts)")
     parser.add_argument("--model-dir", type=Path, default=HOME / "objs", help="model folder (default: objs)")
     parser.add_argument("--id-column", metavar="NAME",
                         help="input column copied to the output as each row's id "
