@@ -182,8 +182,9 @@ def test_the_task_function_numbers_scores_and_sets_aside_like_the_local_engine(c
     shares = numbered(two, dict(count_lines(share) for share in two))
     (tmp_path / "scores").mkdir()
     (tmp_path / "rejects").mkdir()
-    job = engine.Plan("in-process", str(MODEL_DIR), None, str(tmp_path / "scores"), no_scores(model, "row", dict(stamp)),
-                      str(tmp_path / "rejects"), no_rejects("row", pa.int64()), stamp)
+    job = engine.Plan("in-process", str(MODEL_DIR), None,
+                      scores=str(tmp_path / "scores"), scores_schema=no_scores(model, "row", dict(stamp)),
+                      rejects=str(tmp_path / "rejects"), rejects_schema=no_rejects("row", pa.int64()), stamp=stamp)
     engine._SERVICES["in-process"] = PredictionService(model)
     try:
         reports = [engine.score_share(share, job) for share in shares]

@@ -99,7 +99,7 @@ def score_share(share: Share, plan: Plan, cores: int = 1) -> tuple[int, int, int
     service = _service(plan)
     source = Source(Location.of(share.uri), plan.id_column, inputs=service.model.numeric_inputs,
                     text_by_default=True, threads=cores)
-    shift = share.rows_before_file or 0          # the rows of the input's earlier files
+    shift = 0 if plan.id_column else share.rows_before_file or 0   # row numbers count the earlier files' rows
     scores = Sink(Location.of(plan.scores).child(part_name(share.index)))
     rejects = Sink(Location.of(plan.rejects).child(part_name(share.index))) if plan.rejects else None
     try:
@@ -108,8 +108,10 @@ def score_share(share: Share, plan: Plan, cores: int = 1) -> tuple[int, int, int
             write=lambda batch: scores.write(_conform(batch, plan.scores_schema, shift)),
             reject=(lambda batch: rejects.write(_conform(batch, plan.rejects_schema, shift))) if rejects else None)
         for sink in (scores, rejects):
-            if sink is not None:
-                sink.commit() if sink.rows else sink.discard()
+            if sink is not None and sink.rows:
+                sink.commit()
+            elif sink is not None:                    # a share with nothing to write leaves no part
+                sink.discard()
     except BaseException as exc:
         for sink in (scores, rejects):
             if sink is not None:
@@ -122,10 +124,10 @@ def score_share(share: Share, plan: Plan, cores: int = 1) -> tuple[int, int, int
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema, shift: int) -> pa.RecordBatch:
     """A batch in the job's declared types (an id column read as text, say, declared long, so
-    that every part agrees), its row numbers counted across the input's files."""
+    that every part agrees), its first column (the row numbers) moved on by `shift`."""
     columns = [batch.column(i).cast(field.type) if batch.column(i).type != field.type else batch.column(i)
                for i, field in enumerate(schema)]
-    if shift and schema.names[0] == ROW_ID_COLUMN:
+    if shift:
         columns[0] = pc.add(columns[0], shift)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
@@ -274,10 +276,11 @@ def _score(context, sources: list[Source], shipped: str, model_dir: Path, model:
     if args.rejects:
         outputs.append(PartFolder(Location.of(args.rejects)))
     try:
-        job = Plan(shipped, str(model_dir), args.id_column, outputs[0].where.address,
-                   no_scores(model, id_name, stamp, id_type),
-                   outputs[1].where.address if args.rejects else None, no_rejects(id_name, id_type) if args.rejects else None,
-                   tuple(stamp.items()), args.chunk_rows)
+        job = Plan(shipped, str(model_dir), args.id_column,
+                   scores=outputs[0].where.address, scores_schema=no_scores(model, id_name, stamp, id_type),
+                   rejects=outputs[1].where.address if args.rejects else None,
+                   rejects_schema=no_rejects(id_name, id_type) if args.rejects else None,
+                   stamp=tuple(stamp.items()), chunk_rows=args.chunk_rows)
 
         def scoring(shares, job=job):
             from threadpoolctl import threadpool_limits
