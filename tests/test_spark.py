@@ -201,6 +201,22 @@ def test_the_task_function_numbers_scores_and_sets_aside_like_the_local_engine(c
     assert out.column("row").to_pylist() == shifted
     np.testing.assert_allclose(out.column("phat").to_numpy(), expected.column("phat").to_numpy(),
                                rtol=0, atol=TOLERANCE)
+    # Without rejects the first bad value stops the task: with its message when the share's rows
+    # are numbered, else with the share alone (the driver numbers it), and no part is left.
+    stopping = engine.Plan("in-process", str(MODEL_DIR), None, scores=str(tmp_path / "stopped"),
+                           scores_schema=job.scores_schema, stamp=stamp)
+    (tmp_path / "stopped").mkdir()
+    engine._SERVICES["in-process"] = PredictionService(model)
+    try:
+        for share, message in ((shares[0], f"{source}: line 9 (data row 8), field x12"), (two[0], None)):
+            with pytest.raises(RuntimeError) as stopped:
+                engine.score_share(share, stopping)
+            said = engine._stopped(stopped.value)
+            assert said["share"] == 0
+            assert said["message"].startswith(message) if message else said["message"] is None
+    finally:
+        del engine._SERVICES["in-process"]
+    assert not list((tmp_path / "stopped").iterdir())
 
 
 def test_a_typed_value_the_statistics_cannot_prove_is_refused_by_the_core_as_locally(capsys, frame, tmp_path):
@@ -296,6 +312,26 @@ def test_a_task_that_fails_otherwise_is_named_in_one_line_and_nothing_is_written
     assert "error: the Spark job failed: PermissionError: [Errno 13] Permission denied: 'part-0000" in err
     assert "no output was written" in err and not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_input_with_no_rows_to_score_is_named_and_every_row_set_aside_still_gives_the_columns(
+        capsys, frame, tmp_path):
+    (tmp_path / "empty").mkdir()
+    status, err = run(capsys, *spark_args(tmp_path / "empty", tmp_path / "out"))
+    assert status == score.EXIT_INVALID_INPUT and "the folder holds no files to score" in err
+    frame.head(0).to_csv(tmp_path / "header.csv", index=False)
+    status, err = run(capsys, *spark_args(tmp_path / "header.csv", tmp_path / "out"))
+    assert status == score.EXIT_INVALID_INPUT and "header row but no data rows" in err
+    assert not (tmp_path / "out").exists()
+    bad = frame.head(5).copy()
+    bad["x5"] = "funday"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    status, err = run(capsys, *spark_args(tmp_path / "bad.csv", tmp_path / "out", "--rejects", tmp_path / "rejects"))
+    assert status == 0, err
+    assert "scored 0 rows" in err and "set aside 5 row(s)" in err
+    scored = read_parts(tmp_path / "out")
+    assert scored.num_rows == 0 and scored.column_names[:3] == ["row", "business_outcome", "phat"]
+    assert read_parts(tmp_path / "rejects").column("row").to_pylist() == [1, 2, 3, 4, 5]
 
 
 def test_a_bad_value_with_an_id_column_still_names_its_data_row(capsys, sources, tmp_path):

@@ -197,8 +197,6 @@ def _sources(uri: str, id_column: str | None, model: Model) -> list[Source]:
         raise Stopped(exc.detail if isinstance(exc, InputError) else str(exc)) from None
     except OSError as exc:
         raise Stopped(f"{uri}: {exc.strerror or exc}") from None
-    if len({source.format for source in sources}) > 1:
-        raise Stopped(f"{uri}: the folder mixes CSV and Parquet files")
     return sources
 
 
