@@ -112,7 +112,8 @@ def no_scores(model: Model, id_name: str, stamp: dict[str, str], ids: pa.DataTyp
 
 
 def no_rejects(id_name: str, ids: pa.DataType | None = None) -> pa.Schema:
-    """The columns of a rejects file with no rows; `ids`: the id column's type, if not text."""
+    """The columns of a rejects file with no rows; `ids`: the id column's type (None: the type
+    an empty column of ids gets, as the local engine has always written it)."""
     schema = encode_rejects([], {}, id_name).schema
     return schema.set(0, pa.field(id_name, ids)) if ids is not None else schema
 
