@@ -75,8 +75,8 @@ def test_a_cut_on_either_side_of_a_line_start_gives_that_line_to_one_share(frame
     starts = [i + 1 for i, byte in enumerate(data) if byte == ord("\n")][:-1]
     size = len(data)
     for cut in sorted({c for s in starts for c in range(s - 2, s + 3)} - {starts[0] - 2, starts[0] - 1}):
-        parts = [shares.Share(0, str(path), shares.Part(start=starts[0], end=cut), None, numbered=False),
-                 shares.Share(1, str(path), shares.Part(start=cut, end=size), None, numbered=False)]
+        parts = [shares.Share(0, str(path), shares.Part(start=starts[0], end=cut), None),
+                 shares.Share(1, str(path), shares.Part(start=cut, end=size), None)]
         cut_shares = shares.numbered(parts, dict(shares.count_lines(share) for share in parts))
         ids, rows = [], []
         for share in cut_shares:

@@ -177,8 +177,8 @@ def test_the_task_function_numbers_scores_and_sets_aside_like_the_local_engine(c
     model = load_model(MODEL_DIR)
     stamp = (("model_version", "v1"), ("scored_at", "now"))
     start, end = Source(source).header_bytes, source.stat().st_size
-    two = [Share(0, str(source), Part(start=start, end=(start + end) // 2), None, numbered=False),
-           Share(1, str(source), Part(start=(start + end) // 2, end=end), None, numbered=False)]
+    two = [Share(0, str(source), Part(start=start, end=(start + end) // 2), None),
+           Share(1, str(source), Part(start=(start + end) // 2, end=end), None)]
     shares = numbered(two, dict(count_lines(share) for share in two))
     (tmp_path / "scores").mkdir()
     (tmp_path / "rejects").mkdir()

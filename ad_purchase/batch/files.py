@@ -29,7 +29,7 @@ from ..codecs.csv_codec import CSV_WRITE_OPTIONS, HeaderError, first_bad_utf8_li
     unreadable, without_blank_lines
 from ..core.decoding import check_fields
 from ..schema import FIELDS, PLAIN_FIELDS, InputError, Problem
-from .storage import Location
+from .storage import Location, reason
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # CSV pieces: larger ones spread each batch's fixed costs (a reader call, the checks' calls) over
@@ -103,7 +103,7 @@ class Source:
         try:
             return self.location.parquet(pre_buffer=False, buffer_size=PARQUET_READ_BYTES)
         except pa.ArrowException as exc:
-            raise InputError(Problem.MALFORMED_CSV, f"{self.path}: cannot be read as Parquet: {_first_line(exc)}") \
+            raise InputError(Problem.MALFORMED_CSV, f"{self.path}: cannot be read as Parquet: {reason(exc)}") \
                 from None
 
     def _names(self) -> list[str]:
@@ -217,7 +217,7 @@ class Source:
                     break
                 except pa.ArrowException as exc:            # a damaged page, say
                     raise InputError(Problem.MALFORMED_CSV, f"{self.path}: after data row {done}, the file "
-                                                            f"cannot be read on: {_first_line(exc)}") from None
+                                                            f"cannot be read on: {reason(exc)}") from None
                 rows = np.arange(done + 1, done + 1 + records.num_rows, dtype=np.int64)
                 done += records.num_rows
                 if records.num_rows:
@@ -245,10 +245,6 @@ def _vouched_by_statistics(schema: pa.Schema, row_group) -> frozenset[str]:
             elif stats is not None and stats.has_null_count and stats.null_count == row_group.num_rows:
                 vouched.append(name)                # only nulls: all missing
     return frozenset(vouched)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
 def _pieces(handle, header_bytes: int, part: Part | None = None, size: int | None = None) -> Iterator[pa.Buffer]:
@@ -354,7 +350,6 @@ class Sink:
 
     def __init__(self, path: Path | Location) -> None:
         self.location = path if isinstance(path, Location) else Location.of(path)
-        self.path = self.location if isinstance(path, Location) else Path(path)
         self.format = file_format(Path(self.location.path))
         if self.location.local:
             self._staged = Staged(self.location.path)

@@ -4,8 +4,8 @@ about themselves (sizes, CSV headers, Parquet footers) without reading their row
 A CSV share is a byte range: it holds the lines that start within it (as Hadoop's line reader
 cuts a text file), so no line is read twice or lost.  A Parquet share is a run of whole row
 groups.  Rows are numbered per file: a Parquet share knows its first row from the footer; a CSV
-share learns it from a count of line breaks (`count_lines`, run by the tasks before scoring when
-rows need numbers at all).
+share learns it from a count of line breaks (`count_lines`, run before scoring when rows need
+numbers at all: on the driver for a local file, else by tasks next to the data).
 """
 from __future__ import annotations
 
@@ -32,18 +32,19 @@ class Share:
     uri: str
     part: Part
     rows_before_file: int | None = 0
-    numbered: bool = True
+
+    @property
+    def numbered(self) -> bool:
+        return self.rows_before_file is not None
 
     def with_rows(self, rows_before: int, rows_before_file: int) -> "Share":
-        return replace(self, part=replace(self.part, rows_before=rows_before), rows_before_file=rows_before_file,
-                       numbered=True)
+        return replace(self, part=replace(self.part, rows_before=rows_before), rows_before_file=rows_before_file)
 
 
 def input_files(location: Location) -> list[Location]:
     """The file, or a folder's Parquet files (or, if it has none, its other files, read as CSV)."""
-    if not location.is_dir():
-        return location.files(())                 # the file itself (or why it cannot be read)
-    return location.files(PARQUET_SUFFIXES) or location.files(("",))
+    files = location.files()
+    return [f for f in files if f.path.lower().endswith(PARQUET_SUFFIXES)] or files
 
 
 def plan(sources: list[Source], cores: int) -> list[Share]:
@@ -62,7 +63,7 @@ def plan(sources: list[Source], cores: int) -> list[Share]:
         else:
             for start in range(source.header_bytes, size, share_bytes) or [source.header_bytes]:
                 part = Part(start=start, end=min(start + share_bytes, size))
-                shares.append(Share(len(shares), uri, part, rows_before_file=None, numbered=False))
+                shares.append(Share(len(shares), uri, part, rows_before_file=None))
     return shares
 
 
@@ -79,14 +80,12 @@ def numbered(shares: list[Share], lines: dict[int, int]) -> list[Share]:
 
 
 def count_lines(share: Share) -> tuple[int, int]:
-    """A CSV share's index and rows (the lines that start within it).  Run by a task, next to
-    the data: a count of line breaks, without parsing."""
-    source = Source(Location.of(share.uri), text_by_default=True)
-    start = max(share.part.start, source.header_bytes)
-    if start >= share.part.end:
+    """A CSV share's index and rows (the lines that start within it; a share starts after the
+    header).  Run next to the data: a count of line breaks, without parsing."""
+    if share.part.start >= share.part.end:
         return share.index, 0
-    with source.location.open() as handle:
-        return share.index, lines_starting_within(handle, start, share.part.end)
+    with Location.of(share.uri).open() as handle:
+        return share.index, lines_starting_within(handle, share.part.start, share.part.end)
 
 
 def _bytes(source: Source) -> int:

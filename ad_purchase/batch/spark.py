@@ -12,8 +12,9 @@ work (docs/performance.md).  Spark gives what it is good at: tasks spread over a
 cores, a task that fails run again, the package, the model and the Python environment shipped
 to every executor.
 
-Rows are numbered only when no id column is given, by a first, cheap job that counts each CSV
-share's line breaks (Parquet footers say it for free).  Without --rejects the first bad value
+Rows are numbered only when no id column is given, from a count of each CSV share's line
+breaks (on the driver for a local file, else by a short job first; Parquet footers say it for
+free).  Without --rejects the first bad value
 stops the job from the executor that met it; with an id column its data row is then found by
 counting on the driver.
 

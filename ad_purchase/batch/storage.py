@@ -53,7 +53,7 @@ class Location:
         try:
             filesystem, path = pafs.FileSystem.from_uri(known)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise StorageError(f"{uri}: cannot reach its file system ({_first_line(exc)})") from None
+            raise StorageError(f"{uri}: cannot reach its file system ({reason(exc)})") from None
         return cls(uri, path, filesystem)
 
     @property
@@ -83,17 +83,17 @@ class Location:
     def size(self) -> int:
         return self._info().size
 
-    def files(self, suffixes: tuple[str, ...]) -> list["Location"]:
-        """The file itself, or a folder's files ending in one of `suffixes` in name order (names
-        starting with "_" or "." are a writer's markers and left out, as Hadoop does)."""
+    def files(self) -> list["Location"]:
+        """The file itself, or a folder's files in name order (names starting with "_" or "."
+        are a writer's markers and left out, as Hadoop does)."""
         info = self._info()
         if info.type == pafs.FileType.NotFound:
             raise StorageError(f"{self.uri}: does not exist")
         if info.type != pafs.FileType.Directory:
             return [self]
         listed = (self.filesystem or pafs.LocalFileSystem()).get_file_info(pafs.FileSelector(self.path))
-        names = sorted(entry.base_name for entry in listed if entry.type == pafs.FileType.File
-                       and entry.base_name.lower().endswith(suffixes) and not entry.base_name.startswith(("_", ".")))
+        names = sorted(entry.base_name for entry in listed
+                       if entry.type == pafs.FileType.File and not entry.base_name.startswith(("_", ".")))
         return [self.child(name) for name in names]
 
     def open(self):
@@ -171,6 +171,7 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def _first_line(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
+    """An error's first line, for a message of one line."""
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
